@@ -1,0 +1,407 @@
+//! The `dfs` command line: `mount`, `check`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fs::{Fs, Options};
+use crate::fuse::{CacheTimes, FuseFs};
+use crate::policy;
+use crate::tiers::TierSet;
+
+/// dfs: a tiered union filesystem. Mounts an ordered stack of tier
+/// directories (fastest first) as one directory; new files are placed by a
+/// pluggable policy.
+#[derive(Debug, Parser)]
+#[command(name = "dfs", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mount tiers as one directory (stays in the foreground; Ctrl-C or
+    /// SIGTERM unmounts).
+    ///
+    /// Stock two-tier preset: `dfs mount PSS SSS MOUNTPOINT` - the union of
+    /// PSS (fast) and SSS (slow), new names placed on the first tier holding
+    /// their parent directory, mounted with allow_other,default_permissions.
+    ///
+    /// Any number of tiers: `dfs mount --config dfs.toml [MOUNTPOINT]`.
+    Mount(MountArgs),
+    /// Validate a config and print its tiers and policy, without mounting.
+    ///
+    /// `dfs check --config dfs.toml` checks a file; `dfs check PSS SSS
+    /// [MOUNTPOINT]` prints the dfs.toml the preset command line stands for.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct MountArgs {
+    /// Read tiers, policy and options from this dfs.toml.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Mount options, comma separated: allow_other, noallow_other,
+    /// default_permissions, nodefault_permissions, ro, rw, nodev, nosuid,
+    /// noexec, noatime, sync, dirsync, fsname=NAME, threads=N. These add to
+    /// or override the config's `[mount] options`.
+    #[arg(short = 'o', value_name = "OPTIONS", value_delimiter = ',')]
+    options: Vec<String>,
+    /// Accept tiers whose marker is missing or names another device (a
+    /// tier replaced on purpose) and rewrite the markers.
+    #[arg(long)]
+    adopt: bool,
+    /// PSS SSS MOUNTPOINT for the preset, or [MOUNTPOINT] with --config.
+    #[arg(value_name = "PATHS")]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The dfs.toml to check.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// PSS SSS [MOUNTPOINT]: print the preset as a dfs.toml.
+    #[arg(value_name = "PATHS")]
+    paths: Vec<PathBuf>,
+}
+
+/// Entry point of the `dfs` binary; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let r = match cli.cmd {
+        Command::Mount(a) => mount(a),
+        Command::Check(a) => check(a),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("dfs: error: {e}");
+            1
+        }
+    }
+}
+
+/// Turns command-line paths into a config plus mount point.
+fn resolve_config(
+    config: &Option<PathBuf>,
+    paths: &[PathBuf],
+) -> Result<(Config, Option<PathBuf>)> {
+    match config {
+        Some(file) => {
+            if paths.len() > 1 {
+                return Err(Error::Invalid(
+                    "with --config give at most one path, the mount point".into(),
+                ));
+            }
+            let cfg = Config::load(file)?;
+            let mp = paths.first().cloned().or_else(|| cfg.mountpoint.clone());
+            Ok((cfg, mp))
+        }
+        None => match paths {
+            [pss, sss, mp] => Ok((Config::preset(pss, sss, Some(mp)), Some(mp.clone()))),
+            [pss, sss] => Ok((Config::preset(pss, sss, None), None)),
+            _ => Err(Error::Invalid(
+                "expected PSS SSS MOUNTPOINT (the two-tier preset) or --config dfs.toml \
+                 [MOUNTPOINT]; see `dfs mount --help`"
+                    .into(),
+            )),
+        },
+    }
+}
+
+/// Mount settings after merging the config's options and `-o`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountSettings {
+    /// `allow_other`: other users (Samba, legacy apps) may use the mount.
+    pub allow_other: bool,
+    /// `allow_root`: root may use the mount too.
+    pub allow_root: bool,
+    /// `default_permissions`: the kernel checks modes.
+    pub default_permissions: bool,
+    /// Options handed to the kernel as they are.
+    pub kernel: Vec<fuser::MountOption>,
+    /// Session threads.
+    pub threads: usize,
+    /// Name shown in /proc/mounts.
+    pub fsname: String,
+}
+
+/// Parses mount options in order, later ones overriding earlier ones.
+pub fn parse_options(opts: &[String]) -> Result<MountSettings> {
+    use fuser::MountOption as M;
+    let mut s = MountSettings {
+        allow_other: false,
+        allow_root: false,
+        default_permissions: false,
+        kernel: Vec::new(),
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 16),
+        fsname: "dfs".into(),
+    };
+    let set_flag = |s: &mut MountSettings, on: M, off: M| {
+        s.kernel.retain(|k| *k != on && *k != off);
+        s.kernel.push(on);
+    };
+    for o in opts.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        match o {
+            "allow_other" => s.allow_other = true,
+            "noallow_other" => s.allow_other = false,
+            "allow_root" => s.allow_root = true,
+            "noallow_root" => s.allow_root = false,
+            "default_permissions" => s.default_permissions = true,
+            "nodefault_permissions" => s.default_permissions = false,
+            "ro" => set_flag(&mut s, M::RO, M::RW),
+            "rw" => set_flag(&mut s, M::RW, M::RO),
+            "dev" => set_flag(&mut s, M::Dev, M::NoDev),
+            "nodev" => set_flag(&mut s, M::NoDev, M::Dev),
+            "suid" => set_flag(&mut s, M::Suid, M::NoSuid),
+            "nosuid" => set_flag(&mut s, M::NoSuid, M::Suid),
+            "exec" => set_flag(&mut s, M::Exec, M::NoExec),
+            "noexec" => set_flag(&mut s, M::NoExec, M::Exec),
+            "atime" => set_flag(&mut s, M::Atime, M::NoAtime),
+            "noatime" => set_flag(&mut s, M::NoAtime, M::Atime),
+            "sync" => set_flag(&mut s, M::Sync, M::Async),
+            "async" => set_flag(&mut s, M::Async, M::Sync),
+            "dirsync" => s.kernel.push(M::DirSync),
+            // fstab and mount(8) words that mean nothing to the kernel.
+            "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev" | "nofail" => {
+            }
+            o if o.starts_with("x-") || o.starts_with("comment=") => {}
+            o if o.starts_with("fsname=") => s.fsname = o["fsname=".len()..].to_string(),
+            o if o.starts_with("threads=") => {
+                s.threads = o["threads=".len()..]
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| (1..=256).contains(&n))
+                    .ok_or_else(|| {
+                        Error::Invalid(format!("mount option `{o}`: threads must be 1..256"))
+                    })?;
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown mount option `{other}`; see `dfs mount --help`"
+                )));
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
+    let md = std::fs::metadata(mp).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::Invalid(format!("mount point {} does not exist", mp.display()))
+        }
+        _ => Error::io(format!("mount point {}", mp.display()), e),
+    })?;
+    if !md.is_dir() {
+        return Err(Error::Invalid(format!(
+            "mount point {} is not a directory",
+            mp.display()
+        )));
+    }
+    std::fs::canonicalize(mp).map_err(|e| Error::io(format!("mount point {}", mp.display()), e))
+}
+
+fn mount(a: MountArgs) -> Result<()> {
+    let (cfg, mp) = resolve_config(&a.config, &a.paths)?;
+    let mp = mp.ok_or_else(|| {
+        Error::Invalid(
+            "no mount point: give one on the command line or as `mountpoint` in the config".into(),
+        )
+    })?;
+    let mut opts = cfg.mount_options.clone();
+    opts.extend(a.options.iter().cloned());
+    let settings = parse_options(&opts)?;
+    let mp = check_mountpoint(&mp)?;
+    let tiers = TierSet::open(&cfg, Some(&mp), a.adopt, true)?;
+    let policy = policy::from_config(&cfg)?;
+
+    // Modes from the kernel are final (it already applied the caller's
+    // umask); the daemon's own umask must not mask them again.
+    rustix::process::umask(rustix::fs::Mode::empty());
+    raise_fd_limit();
+
+    let names: Vec<String> = tiers
+        .iter()
+        .map(|t| format!("{}={}", t.name, t.path.display()))
+        .collect();
+    let core = Arc::new(Fs::new(
+        tiers,
+        policy,
+        Options {
+            kernel_permissions: settings.default_permissions,
+        },
+    ));
+    let ttl = CacheTimes {
+        entry: Duration::from_secs(1),
+        attr: Duration::from_secs(1),
+    };
+    let fs = FuseFs::new(core.clone(), ttl);
+
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = settings.kernel.clone();
+    fcfg.mount_options
+        .push(fuser::MountOption::FSName(settings.fsname.clone()));
+    fcfg.mount_options
+        .push(fuser::MountOption::Subtype("dfs".into()));
+    if settings.default_permissions {
+        fcfg.mount_options
+            .push(fuser::MountOption::DefaultPermissions);
+    }
+    fcfg.acl = if settings.allow_other {
+        fuser::SessionACL::All
+    } else if settings.allow_root {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        fuser::SessionACL::Owner
+    };
+    fcfg.n_threads = Some(settings.threads);
+    fcfg.clone_fd = true;
+
+    let crate::fuse::Mounted {
+        session,
+        mut unmounter,
+    } = crate::fuse::mount(
+        fs,
+        &mp,
+        &fcfg,
+        &settings.fsname,
+        settings.default_permissions,
+    )
+    .map_err(|e| Error::io(format!("cannot mount on {}", mp.display()), e))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let sig_mp = mp.clone();
+    std::thread::Builder::new()
+        .name("dfs-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: unmounting {}", sig_mp.display());
+                if let Err(e) = unmounter.unmount() {
+                    log::error!("unmount of {} failed: {e}", sig_mp.display());
+                }
+            }
+        })
+        .map_err(|e| Error::io("cannot start the signal thread", e))?;
+
+    log::info!(
+        "mounted {} on {} (policy {}, {} threads, {}{}, I/O through the daemon)",
+        names.join(" "),
+        mp.display(),
+        core.policy().name(),
+        settings.threads,
+        if settings.allow_other {
+            "allow_other"
+        } else {
+            "owner only"
+        },
+        if settings.default_permissions {
+            ", default_permissions"
+        } else {
+            ""
+        },
+    );
+    session
+        .run()
+        .map_err(|e| Error::io(format!("session on {} ended", mp.display()), e))?;
+    log::info!("unmounted {}", mp.display());
+    Ok(())
+}
+
+fn check(a: CheckArgs) -> Result<()> {
+    if a.config.is_none() {
+        if !(2..=3).contains(&a.paths.len()) {
+            return Err(Error::Invalid(
+                "expected --config dfs.toml, or PSS SSS [MOUNTPOINT] to print the preset".into(),
+            ));
+        }
+        let (cfg, _) = resolve_config(&None, &a.paths)?;
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    let (cfg, mp) = resolve_config(&a.config, &a.paths)?;
+    let mp = match &mp {
+        Some(m) => Some(check_mountpoint(m)?),
+        None => None,
+    };
+    let tiers = TierSet::open(&cfg, mp.as_deref(), false, false)?;
+    parse_options(&cfg.mount_options)?;
+    let policy = policy::from_config(&cfg)?;
+    if let Some(f) = &cfg.origin.file {
+        println!("config: {}", f.display());
+    }
+    println!("tiers (fastest first):");
+    for t in tiers.iter() {
+        println!("  {}  {:<8} {}", t.index, t.name, t.path.display());
+    }
+    println!("policy: {}", policy.name());
+    for r in &cfg.policy.rules {
+        println!("  rule: {} -> {}", r.glob, r.tier);
+    }
+    if let Some(fb) = &cfg.policy.fallback {
+        println!("  fallback: {fb}");
+    }
+    match &mp {
+        Some(m) => println!("mount point: {}", m.display()),
+        None => println!("mount point: (give one to `dfs mount`)"),
+    }
+    println!("mount options: {}", cfg.mount_options.join(","));
+    println!("ok");
+    Ok(())
+}
+
+fn raise_fd_limit() {
+    if let Ok(lim) = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .ok_or(())
+    {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(lim),
+                maximum: Some(lim),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_override_in_order() {
+        let s = parse_options(&[
+            "allow_other".into(),
+            "default_permissions".into(),
+            "noallow_other".into(),
+            "threads=3".into(),
+        ])
+        .expect("valid options");
+        assert!(!s.allow_other);
+        assert!(s.default_permissions);
+        assert_eq!(s.threads, 3);
+    }
+
+    #[test]
+    fn unknown_option_is_an_error() {
+        let e = parse_options(&["bogus".into()]).expect_err("rejected");
+        assert!(e.to_string().contains("unknown mount option `bogus`"));
+    }
+}

@@ -1,0 +1,467 @@
+//! dfs.toml: the tiers, the placement policy and the mount options.
+//!
+//! Parsing is strict (unknown keys are errors) because a typo in a storage
+//! configuration should stop the mount, not be silently ignored. Every error
+//! names the file, the line and the key.
+
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+
+/// The mount options the stock preset and a config without `[mount]` use.
+pub const DEFAULT_MOUNT_OPTIONS: &[&str] = &["allow_other", "default_permissions"];
+
+/// The policy used when `[policy]` is absent: the article's rule.
+pub const DEFAULT_POLICY: &str = "parent-dir";
+
+/// A parsed dfs.toml (or the configuration a preset command line stands for).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the union is mounted; the command line may override it.
+    pub mountpoint: Option<PathBuf>,
+    /// Tiers in order, fastest first.
+    pub tiers: Vec<TierConfig>,
+    /// Which policy places new names.
+    pub policy: PolicyConfig,
+    /// Mount options as written (`allow_other`, `noallow_other`, ...).
+    pub mount_options: Vec<String>,
+    /// The file this came from, so later checks can still point at a line.
+    pub origin: Origin,
+}
+
+/// Where a configuration came from, for locating later errors.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The config file, or `None` for a preset built from the command line.
+    pub file: Option<PathBuf>,
+    source: String,
+}
+
+/// One `[[tier]]` table.
+#[derive(Debug, Clone)]
+pub struct TierConfig {
+    /// Short name used in logs, policies and `dfs where`.
+    pub name: String,
+    /// The tier's root directory.
+    pub path: PathBuf,
+    /// Byte range of the tier's `path` value in the file, for error lines.
+    pub span: Option<Range<usize>>,
+}
+
+/// The `[policy]` table.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// `parent-dir`, `first-found`, `most-free`, `glob-rule`.
+    pub kind: String,
+    /// For `glob-rule`: the policy deciding names no rule matches.
+    pub fallback: Option<String>,
+    /// For `glob-rule`: the ordered rules.
+    pub rules: Vec<RuleConfig>,
+    /// Byte range of `kind`, for error lines.
+    pub kind_span: Option<Range<usize>>,
+}
+
+/// One `[[policy.rule]]`: names matching `glob` go to tier `tier`.
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    /// globset syntax, matched against the path inside the mount.
+    pub glob: String,
+    /// A tier name from the `[[tier]]` list.
+    pub tier: String,
+    /// Byte range of the rule's glob, for error lines.
+    pub span: Option<Range<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    mountpoint: Option<PathBuf>,
+    #[serde(default)]
+    tier: Vec<RawTier>,
+    policy: Option<RawPolicy>,
+    mount: Option<RawMount>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTier {
+    name: Spanned<String>,
+    path: Spanned<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    kind: Option<Spanned<String>>,
+    fallback: Option<Spanned<String>>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    glob: Spanned<String>,
+    tier: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMount {
+    #[serde(default)]
+    options: Vec<String>,
+}
+
+/// The built-in policy kinds, for validation and help texts.
+pub const POLICY_KINDS: &[&str] = &["parent-dir", "first-found", "most-free", "glob-rule"];
+
+impl Config {
+    /// Reads and parses a dfs.toml; errors carry file, line and key.
+    pub fn load(path: &Path) -> Result<Config> {
+        let source = fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("cannot read config {}", path.display()), e))?;
+        Config::parse(&source, Some(path))
+    }
+
+    /// Parses config text; `file` is used only for messages.
+    pub fn parse(source: &str, file: Option<&Path>) -> Result<Config> {
+        let origin = Origin {
+            file: file.map(Path::to_path_buf),
+            source: source.to_string(),
+        };
+        let raw: RawConfig = toml::from_str(source).map_err(|e| {
+            let span = e.span();
+            let key = key_of_error(e.message(), source, span.clone());
+            origin.error_at(span, &key, first_line(e.message()))
+        })?;
+        let tiers = raw
+            .tier
+            .into_iter()
+            .map(|t| TierConfig {
+                name: t.name.get_ref().clone(),
+                span: Some(t.path.span()),
+                path: t.path.into_inner(),
+            })
+            .collect();
+        let policy = match raw.policy {
+            None => PolicyConfig::default(),
+            Some(p) => PolicyConfig {
+                kind_span: p.kind.as_ref().map(|k| k.span()),
+                kind: p
+                    .kind
+                    .map(|k| k.into_inner())
+                    .unwrap_or_else(|| DEFAULT_POLICY.to_string()),
+                fallback: p.fallback.map(|f| f.into_inner()),
+                rules: p
+                    .rule
+                    .into_iter()
+                    .map(|r| RuleConfig {
+                        span: Some(r.glob.span()),
+                        glob: r.glob.into_inner(),
+                        tier: r.tier.into_inner(),
+                    })
+                    .collect(),
+            },
+        };
+        let mount_options = match raw.mount {
+            Some(m) => m.options,
+            None => DEFAULT_MOUNT_OPTIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let cfg = Config {
+            mountpoint: raw.mountpoint,
+            tiers,
+            policy,
+            mount_options,
+            origin,
+        };
+        cfg.check_semantics()?;
+        Ok(cfg)
+    }
+
+    /// The configuration `dfs mount PSS SSS MOUNTPOINT` stands for.
+    pub fn preset(pss: &Path, sss: &Path, mountpoint: Option<&Path>) -> Config {
+        Config {
+            mountpoint: mountpoint.map(Path::to_path_buf),
+            tiers: vec![
+                TierConfig {
+                    name: "pss".into(),
+                    path: pss.to_path_buf(),
+                    span: None,
+                },
+                TierConfig {
+                    name: "sss".into(),
+                    path: sss.to_path_buf(),
+                    span: None,
+                },
+            ],
+            policy: PolicyConfig::default(),
+            mount_options: DEFAULT_MOUNT_OPTIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            origin: Origin::default(),
+        }
+    }
+
+    /// Checks that need the whole file: tier names, policy kind, rule tiers.
+    fn check_semantics(&self) -> Result<()> {
+        if self.tiers.is_empty() {
+            return Err(self.origin.error_at(
+                None,
+                "tier",
+                "at least one [[tier]] table (with name and path) is required",
+            ));
+        }
+        for (i, t) in self.tiers.iter().enumerate() {
+            if t.name.is_empty()
+                || t.name
+                    .contains(|c: char| c.is_whitespace() || c == '/' || c == ',')
+            {
+                return Err(self.origin.error_at(
+                    t.span.clone(),
+                    "tier.name",
+                    &format!(
+                        "tier name {:?} must be non-empty, without spaces, '/' or ','",
+                        t.name
+                    ),
+                ));
+            }
+            if self.tiers[..i].iter().any(|o| o.name == t.name) {
+                return Err(self.origin.error_at(
+                    t.span.clone(),
+                    "tier.name",
+                    &format!("tier name `{}` is used twice", t.name),
+                ));
+            }
+        }
+        let p = &self.policy;
+        if !POLICY_KINDS.contains(&p.kind.as_str()) {
+            return Err(self.origin.error_at(
+                p.kind_span.clone(),
+                "policy.kind",
+                &format!(
+                    "unknown policy `{}`; expected one of: {}",
+                    p.kind,
+                    POLICY_KINDS.join(", ")
+                ),
+            ));
+        }
+        if let Some(fb) = &p.fallback {
+            if fb == "glob-rule" || !POLICY_KINDS.contains(&fb.as_str()) {
+                return Err(self.origin.error_at(
+                    p.kind_span.clone(),
+                    "policy.fallback",
+                    &format!("unknown fallback policy `{fb}`"),
+                ));
+            }
+        }
+        for r in &p.rules {
+            if !self.tiers.iter().any(|t| t.name == r.tier) {
+                return Err(self.origin.error_at(
+                    r.span.clone(),
+                    "policy.rule.tier",
+                    &format!("rule for `{}` names unknown tier `{}`", r.glob, r.tier),
+                ));
+            }
+            if let Err(e) = globset::Glob::new(&r.glob) {
+                return Err(self.origin.error_at(
+                    r.span.clone(),
+                    "policy.rule.glob",
+                    &format!("bad glob: {e}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders the configuration as a dfs.toml a user can start from.
+    pub fn to_toml(&self) -> String {
+        let mut s = String::new();
+        if let Some(m) = &self.mountpoint {
+            s += &format!("mountpoint = {}\n\n", toml_str(&m.to_string_lossy()));
+        }
+        s += "# tiers in order, fastest first\n";
+        for t in &self.tiers {
+            s += &format!(
+                "[[tier]]\nname = {}\npath = {}\n\n",
+                toml_str(&t.name),
+                toml_str(&t.path.to_string_lossy())
+            );
+        }
+        s += &format!("[policy]\nkind = {}\n", toml_str(&self.policy.kind));
+        if let Some(fb) = &self.policy.fallback {
+            s += &format!("fallback = {}\n", toml_str(fb));
+        }
+        for r in &self.policy.rules {
+            s += &format!(
+                "\n[[policy.rule]]\nglob = {}\ntier = {}\n",
+                toml_str(&r.glob),
+                toml_str(&r.tier)
+            );
+        }
+        let opts: Vec<String> = self.mount_options.iter().map(|o| toml_str(o)).collect();
+        s += &format!("\n[mount]\noptions = [{}]\n", opts.join(", "));
+        s
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            kind: DEFAULT_POLICY.to_string(),
+            fallback: None,
+            rules: Vec::new(),
+            kind_span: None,
+        }
+    }
+}
+
+impl Origin {
+    /// Builds a located config error; without a file it still names the key.
+    pub fn error_at(&self, span: Option<Range<usize>>, key: &str, msg: &str) -> Error {
+        match &self.file {
+            Some(file) => Error::Config {
+                file: file.clone(),
+                line: span.map(|s| line_of(&self.source, s.start)).unwrap_or(1),
+                key: key.to_string(),
+                msg: msg.to_string(),
+            },
+            None => Error::Invalid(format!("{key}: {msg}")),
+        }
+    }
+
+    /// A "file:line: " prefix for the tier whose value sits at `span`.
+    pub fn locate(&self, span: &Option<Range<usize>>) -> String {
+        match (&self.file, span) {
+            (Some(f), Some(s)) => format!("{}:{}: ", f.display(), line_of(&self.source, s.start)),
+            (Some(f), None) => format!("{}: ", f.display()),
+            _ => String::new(),
+        }
+    }
+}
+
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn first_line(msg: &str) -> &str {
+    msg.lines().next().unwrap_or(msg).trim()
+}
+
+/// Finds the key a toml/serde error is about: the field an "unknown field"
+/// message quotes, else the key written on the line of the error span.
+fn key_of_error(msg: &str, source: &str, span: Option<Range<usize>>) -> String {
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some(end) = rest.find('`') {
+            return rest[..end].to_string();
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        if let Some(end) = rest.find('`') {
+            return rest[..end].to_string();
+        }
+    }
+    if let Some(span) = span {
+        let start = source[..span.start.min(source.len())]
+            .rfind('\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let line = source[start..].lines().next().unwrap_or("");
+        if let Some((k, _)) = line.split_once('=') {
+            return k.trim().to_string();
+        }
+        let t = line.trim();
+        if !t.is_empty() {
+            return t.trim_matches(['[', ']']).to_string();
+        }
+    }
+    "?".to_string()
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(src: &str) -> String {
+        Config::parse(src, Some(Path::new("dfs.toml")))
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::parse(
+            r#"mountpoint = "/srv/documents"
+[[tier]]
+name = "pss"
+path = "/mnt/fast"
+[[tier]]
+name = "sss"
+path = "/mnt/slow"
+[policy]
+kind = "parent-dir"
+[mount]
+options = ["allow_other", "default_permissions"]
+"#,
+            None,
+        )
+        .expect("valid config");
+        assert_eq!(c.tiers.len(), 2);
+        assert_eq!(c.tiers[1].name, "sss");
+        assert_eq!(c.policy.kind, "parent-dir");
+        assert_eq!(c.mountpoint.as_deref(), Some(Path::new("/srv/documents")));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = parse_err("[[tier]]\nname = \"a\"\npath = \"/x\"\nspeed = 3\n");
+        assert!(e.starts_with("dfs.toml:4: key `speed`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_key() {
+        let e = parse_err("[[tier]]\nname = 5\npath = \"/x\"\n");
+        assert!(e.starts_with("dfs.toml:2: key `name`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_policy_is_rejected() {
+        let e = parse_err("[[tier]]\nname = \"a\"\npath = \"/x\"\n[policy]\nkind = \"nope\"\n");
+        assert!(e.starts_with("dfs.toml:5: key `policy.kind`"), "{e}");
+        assert!(e.contains("unknown policy `nope`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_tier_names_rejected() {
+        let e = parse_err(
+            "[[tier]]\nname = \"a\"\npath = \"/x\"\n[[tier]]\nname = \"a\"\npath = \"/y\"\n",
+        );
+        assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn preset_round_trips_through_toml() {
+        let p = Config::preset(Path::new("/a"), Path::new("/b"), Some(Path::new("/m")));
+        let back = Config::parse(&p.to_toml(), None).expect("preset toml parses");
+        assert_eq!(back.tiers[0].path, Path::new("/a"));
+        assert_eq!(back.tiers[1].name, "sss");
+        assert_eq!(back.mount_options, p.mount_options);
+        assert_eq!(back.mountpoint, p.mountpoint);
+    }
+}

@@ -1,0 +1,151 @@
+//! Merged directory listings.
+//!
+//! A listing is built once per open directory handle (the union of every
+//! tier's copy, each name once, from its winning tier) and then served by
+//! index, so readdir offsets stay valid for the life of the handle and a
+//! large directory costs linear time.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{FileType, OFlags, RawDir};
+
+use super::{Errno, Result, not_here};
+use crate::tiers::{STATE_DIR, TierSet};
+
+/// One name of a merged listing.
+#[derive(Debug)]
+pub struct DirEntry {
+    /// The name's bytes.
+    pub name: Box<[u8]>,
+    /// Tier of the winning copy.
+    pub tier: usize,
+    /// d_ino on that tier.
+    pub d_ino: u64,
+    /// d_type on that tier.
+    pub kind: FileType,
+}
+
+/// An open directory: the merged names, plus an open handle on every
+/// tier's copy (for readdirplus stats and fsyncdir).
+#[derive(Debug)]
+pub struct DirHandle {
+    /// Node id of the directory.
+    pub ino: u64,
+    /// Names in listing order; offsets are indices + 1 after "." and "..".
+    pub entries: Vec<DirEntry>,
+    /// Open handles on the directory's copies, by tier.
+    pub fds: Vec<Option<OwnedFd>>,
+}
+
+/// Lists the union directory `rel`; `is_root` hides dfs's own state dir.
+pub fn list(tiers: &TierSet, ino: u64, rel: &[u8], is_root: bool) -> Result<DirHandle> {
+    let mut fds: Vec<Option<OwnedFd>> = Vec::with_capacity(tiers.len());
+    let mut entries = Vec::new();
+    let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+    let mut found = false;
+    let mut buf: Vec<MaybeUninit<u8>> = vec![MaybeUninit::uninit(); 64 * 1024];
+    for tier in tiers.iter() {
+        let fd = match tier.open(rel, OFlags::RDONLY | OFlags::DIRECTORY) {
+            Ok(fd) => fd,
+            Err(e) if not_here(&e) => {
+                fds.push(None);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        found = true;
+        {
+            let mut dir = RawDir::new(&fd, &mut buf);
+            while let Some(ent) = dir.next() {
+                let ent = ent.map_err(Errno::from)?;
+                let name = ent.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                if is_root && name == STATE_DIR.as_bytes() {
+                    continue;
+                }
+                if seen.contains(name) {
+                    continue;
+                }
+                let name: Box<[u8]> = name.into();
+                seen.insert(name.clone());
+                entries.push(DirEntry {
+                    name,
+                    tier: tier.index,
+                    d_ino: ent.ino(),
+                    kind: ent.file_type(),
+                });
+            }
+        }
+        // Rewind is not needed: the handle is only used for *at calls now.
+        fds.push(Some(fd));
+    }
+    if !found {
+        return Err(Errno(libc::ENOENT));
+    }
+    Ok(DirHandle { ino, entries, fds })
+}
+
+/// Whether the union directory `rel` has no names (rmdir, rename checks).
+pub fn is_empty(tiers: &TierSet, rel: &[u8]) -> Result<bool> {
+    let mut buf: Vec<MaybeUninit<u8>> = vec![MaybeUninit::uninit(); 4096];
+    for tier in tiers.iter() {
+        let fd = match tier.open(rel, OFlags::RDONLY | OFlags::DIRECTORY) {
+            Ok(fd) => fd,
+            Err(e) if not_here(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut dir = RawDir::new(&fd, &mut buf);
+        while let Some(ent) = dir.next() {
+            let ent = ent.map_err(Errno::from)?;
+            let name = ent.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Removes `name` under `dir` whatever it is, a whole tree included. Used
+/// only for copies that are invisible in the union (shadowed by another
+/// tier's copy), never for what a client sees.
+pub fn remove_tree(dir: &OwnedFd, name: &[u8]) -> Result<()> {
+    let os = OsStr::from_bytes(name);
+    match rustix::fs::unlinkat(dir, os, rustix::fs::AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    let sub = rustix::fs::openat(
+        dir,
+        os,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    {
+        let mut buf: Vec<MaybeUninit<u8>> = vec![MaybeUninit::uninit(); 16 * 1024];
+        let mut d = RawDir::new(&sub, &mut buf);
+        while let Some(ent) = d.next() {
+            let ent = ent.map_err(Errno::from)?;
+            let n = ent.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(n.to_vec());
+            }
+        }
+    }
+    for n in names {
+        remove_tree(&sub, &n)?;
+    }
+    match rustix::fs::unlinkat(dir, os, rustix::fs::AtFlags::REMOVEDIR) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

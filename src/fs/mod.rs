@@ -1,0 +1,1392 @@
+//! The filesystem core: union operations over the tier set, in plain Rust.
+//!
+//! Nothing here knows about FUSE; the adapter in `crate::fuse` turns kernel
+//! requests into these calls and their results into replies, and tests can
+//! drive the core directly. Node ids come from [`nodes`], listings from
+//! [`dir`]; every path is resolved beneath a tier root (see `crate::tiers`).
+//!
+//! The union rules implemented here are those of DESIGN.md: the first tier
+//! holding a name wins; removals go from the last tier towards the first so a
+//! crash never resurrects an older copy; renames commit by removing the
+//! stale copy on a faster tier; nothing ever returns EXDEV for a rename or
+//! link inside the mount.
+
+pub mod dir;
+pub mod nodes;
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, MutexGuard};
+use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
+
+use crate::creds::{Caller, as_caller};
+use crate::policy::{CreateRequest, NodeKind, Policy, Space, TierView};
+use crate::tiers::{STATE_DIR, Tier, TierSet, split_parent};
+use dir::DirHandle;
+use nodes::{Nodes, ROOT};
+
+/// An errno: what a failed operation returns to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl From<io::Error> for Errno {
+    fn from(e: io::Error) -> Self {
+        Errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+impl From<rustix::io::Errno> for Errno {
+    fn from(e: rustix::io::Errno) -> Self {
+        Errno(e.raw_os_error())
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", io::Error::from_raw_os_error(self.0))
+    }
+}
+
+/// Result of a core operation.
+pub type Result<T> = std::result::Result<T, Errno>;
+
+/// Attributes as the kernel should see them: the backing stat with the
+/// union's node id in place of the tier's inode number.
+#[derive(Debug, Clone, Copy)]
+pub struct Attr {
+    /// Node id, also st_ino.
+    pub ino: u64,
+    /// The winning copy's stat.
+    pub st: Stat,
+}
+
+/// A time for setattr.
+#[derive(Debug, Clone, Copy)]
+pub enum SetTime {
+    /// Set to the current time.
+    Now,
+    /// Set to this time.
+    At(SystemTime),
+}
+
+/// The changes of one setattr.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<SetTime>,
+    /// New modification time.
+    pub mtime: Option<SetTime>,
+}
+
+/// An open file.
+#[derive(Debug)]
+pub struct FileHandle {
+    /// Node id of the file.
+    pub ino: u64,
+    /// The backing file on its tier.
+    pub file: File,
+}
+
+/// Per-mount switches the core needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The kernel checks permissions (`default_permissions`); otherwise every
+    /// operation runs with the caller's credentials.
+    pub kernel_permissions: bool,
+}
+
+/// Striped locks serialising namespace changes of one name (check, place,
+/// create), so two racing creates cannot put one name on two tiers.
+struct NameLocks {
+    stripes: Vec<Mutex<()>>,
+}
+
+impl NameLocks {
+    fn new() -> Self {
+        NameLocks {
+            stripes: (0..256).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    fn index(parent: u64, name: &[u8]) -> usize {
+        let mut h: u64 = parent.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for &b in name {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+        }
+        (h % 256) as usize
+    }
+
+    fn lock(&self, parent: u64, name: &[u8]) -> MutexGuard<'_, ()> {
+        self.stripes[Self::index(parent, name)].lock()
+    }
+
+    fn lock_two(
+        &self,
+        a: (u64, &[u8]),
+        b: (u64, &[u8]),
+    ) -> (MutexGuard<'_, ()>, Option<MutexGuard<'_, ()>>) {
+        let (i, j) = (Self::index(a.0, a.1), Self::index(b.0, b.1));
+        if i == j {
+            (self.stripes[i].lock(), None)
+        } else if i < j {
+            let g1 = self.stripes[i].lock();
+            (g1, Some(self.stripes[j].lock()))
+        } else {
+            let g2 = self.stripes[j].lock();
+            (self.stripes[i].lock(), Some(g2))
+        }
+    }
+}
+
+/// The union filesystem.
+pub struct Fs {
+    tiers: TierSet,
+    policy: Arc<dyn Policy>,
+    nodes: Nodes,
+    files: DashMap<u64, Arc<FileHandle>>,
+    dirs: DashMap<u64, Arc<DirHandle>>,
+    next_fh: AtomicU64,
+    locks: NameLocks,
+    opts: Options,
+}
+
+/// Errors meaning "this name is not on this tier": missing, a non-directory
+/// in the way, or a symlink/escape the resolver refused to follow.
+pub(crate) fn not_here(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) | Some(libc::EXDEV)
+    )
+}
+
+fn kind_of(st: &Stat) -> u32 {
+    st.st_mode & libc::S_IFMT
+}
+
+fn is_dir(st: &Stat) -> bool {
+    kind_of(st) == libc::S_IFDIR
+}
+
+fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(dir.len() + 1 + name.len());
+    if !dir.is_empty() {
+        v.extend_from_slice(dir);
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    v
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > 255 {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
+        return Err(Errno(libc::EINVAL));
+    }
+    Ok(())
+}
+
+fn timespec(t: SetTime) -> Timespec {
+    match t {
+        SetTime::Now => Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        SetTime::At(t) => match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: i64::from(d.subsec_nanos()),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let mut sec = -(d.as_secs() as i64);
+                let mut nsec = -i64::from(d.subsec_nanos());
+                if nsec < 0 {
+                    sec -= 1;
+                    nsec += 1_000_000_000;
+                }
+                Timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec,
+                }
+            }
+        },
+    }
+}
+
+const OMIT: Timespec = Timespec {
+    tv_sec: 0,
+    tv_nsec: libc::UTIME_OMIT,
+};
+
+/// `fchmodat2(AT_SYMLINK_NOFOLLOW)`: chmod that never follows a symlink a
+/// tier may hold in place of the expected file.
+fn chmod_nofollow(dir: &OwnedFd, name: &[u8], mode: u32) -> Result<()> {
+    let c = CString::new(name).map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: valid fd and NUL-terminated string; plain integer arguments.
+    let r = unsafe {
+        libc::syscall(
+            452, // fchmodat2
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            mode as libc::c_uint,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOSYS) {
+        // Older kernel: open the object itself and fchmod it.
+        let fd = rustix::fs::openat(
+            dir,
+            os(name),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if kind_of(&st) == libc::S_IFLNK {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        rustix::fs::chmod(p.as_str(), Mode::from_raw_mode(mode))?;
+        return Ok(());
+    }
+    Err(e.into())
+}
+
+fn proc_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+impl Fs {
+    /// A filesystem over `tiers`, placing new names with `policy`.
+    pub fn new(tiers: TierSet, policy: Arc<dyn Policy>, opts: Options) -> Self {
+        let devs: Vec<u64> = tiers.iter().map(|t| t.dev).collect();
+        Fs {
+            nodes: Nodes::new(&devs),
+            tiers,
+            policy,
+            files: DashMap::new(),
+            dirs: DashMap::new(),
+            next_fh: AtomicU64::new(1),
+            locks: NameLocks::new(),
+            opts,
+        }
+    }
+
+    /// The tiers, in order.
+    pub fn tiers(&self) -> &TierSet {
+        &self.tiers
+    }
+
+    /// The placement policy in use.
+    pub fn policy(&self) -> &dyn Policy {
+        self.policy.as_ref()
+    }
+
+    fn tier(&self, i: usize) -> Result<&Tier> {
+        self.tiers.get(i).ok_or(Errno(libc::EIO))
+    }
+
+    /// Runs `f` as the caller when the kernel does not check permissions.
+    fn checked<T>(&self, c: Caller, f: impl FnOnce() -> T) -> T {
+        if self.opts.kernel_permissions {
+            f()
+        } else {
+            as_caller(c, f)
+        }
+    }
+
+    fn fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ---- resolution -----------------------------------------------------
+
+    /// The winning copy of `rel`: first tier where it exists.
+    pub fn find(&self, rel: &[u8]) -> Result<Option<(usize, Stat)>> {
+        for t in self.tiers.iter() {
+            match t.lstat(rel) {
+                Ok(st) => return Ok(Some((t.index, st))),
+                Err(e) if not_here(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every copy of `rel`, in tier order.
+    fn find_all(&self, rel: &[u8]) -> Result<Vec<(usize, Stat)>> {
+        let mut v = Vec::new();
+        for t in self.tiers.iter() {
+            match t.lstat(rel) {
+                Ok(st) => v.push((t.index, st)),
+                Err(e) if not_here(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(v)
+    }
+
+    fn attr_of(&self, st: Stat) -> Attr {
+        Attr {
+            ino: self.nodes.ino_for(st.st_dev, st.st_ino),
+            st,
+        }
+    }
+
+    fn child(&self, parent: u64, name: &[u8]) -> Result<Vec<u8>> {
+        check_name(name)?;
+        let dir = self.nodes.path_of(parent)?;
+        Ok(join(&dir, name))
+    }
+
+    fn reserved(parent: u64, name: &[u8]) -> bool {
+        parent == ROOT && name == STATE_DIR.as_bytes()
+    }
+
+    /// Where node `ino` lives now: (tier, stat, path).
+    fn locate(&self, ino: u64) -> Result<(usize, Stat, Vec<u8>)> {
+        if ino == ROOT {
+            let (i, st) = self.find(b"")?.ok_or(Errno(libc::ENOENT))?;
+            return Ok((i, st, Vec::new()));
+        }
+        let node = self.nodes.get(ino)?;
+        let rel = self.nodes.path_of(ino)?;
+        if !node.is_dir() {
+            let t = self.tier(node.tier())?;
+            match t.lstat(&rel) {
+                Ok(st) => return Ok((t.index, st, rel)),
+                Err(e) if not_here(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (i, st) = self.find(&rel)?.ok_or(Errno(libc::ENOENT))?;
+        node.set_tier(i);
+        Ok((i, st, rel))
+    }
+
+    // ---- lookups and attributes ------------------------------------------
+
+    /// Resolves `name` in `parent` and takes a kernel reference on it.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        if Self::reserved(parent, name) {
+            return Err(Errno(libc::ENOENT));
+        }
+        let rel = self.child(parent, name)?;
+        let (tier, st) = self.find(&rel)?.ok_or(Errno(libc::ENOENT))?;
+        let a = self.attr_of(st);
+        self.nodes.remember(a.ino, kind_of(&st), tier, parent, name);
+        Ok(a)
+    }
+
+    /// Gives back `n` kernel references on `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.nodes.forget(ino, n);
+    }
+
+    /// Attributes of `ino`; through the open file when `fh` is given, so an
+    /// unlinked but open file still answers.
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
+        if let Some(h) = fh.and_then(|fh| self.files.get(&fh).map(|h| h.clone())) {
+            let st = rustix::fs::fstat(&h.file)?;
+            return Ok(Attr { ino, st });
+        }
+        let (_, st, _) = self.locate(ino)?;
+        Ok(Attr { ino, st })
+    }
+
+    /// chmod, chown, truncate and utimens. Directories change on every tier
+    /// (rule 7); files on their winning copy only (rule 1).
+    pub fn setattr(&self, c: Caller, ino: u64, sa: SetAttr, fh: Option<u64>) -> Result<Attr> {
+        let (tier, st, rel) = self.locate(ino)?;
+        let targets: Vec<usize> = if is_dir(&st) {
+            self.find_all(&rel)?
+                .into_iter()
+                .filter(|(_, s)| is_dir(s))
+                .map(|(i, _)| i)
+                .collect()
+        } else {
+            vec![tier]
+        };
+        if let Some(size) = sa.size {
+            if is_dir(&st) {
+                return Err(Errno(libc::EISDIR));
+            }
+            let handle = fh.and_then(|fh| self.files.get(&fh).map(|h| h.clone()));
+            let done = match handle {
+                Some(h) => h.file.set_len(size).is_ok(),
+                None => false,
+            };
+            if !done {
+                let t = self.tier(tier)?;
+                let f = self.checked(c, || t.open(&rel, OFlags::WRONLY))?;
+                rustix::fs::ftruncate(&f, size)?;
+            }
+        }
+        // Apply to the last tier first, the winning copy last, so a failure
+        // leaves the visible copy unchanged.
+        for &i in targets.iter().rev() {
+            let t = self.tier(i)?;
+            if rel.is_empty() {
+                self.setattr_root(c, t, &sa)?;
+                continue;
+            }
+            let (dir, name) = t.parent(&rel)?;
+            self.checked(c, || -> Result<()> {
+                if sa.uid.is_some() || sa.gid.is_some() {
+                    rustix::fs::chownat(
+                        &dir,
+                        os(name),
+                        sa.uid.map(|u| rustix::fs::Uid::from_raw(u)),
+                        sa.gid.map(|g| rustix::fs::Gid::from_raw(g)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )?;
+                }
+                if let Some(mode) = sa.mode {
+                    chmod_nofollow(&dir, name, mode & 0o7777)?;
+                }
+                if sa.atime.is_some() || sa.mtime.is_some() {
+                    let ts = Timestamps {
+                        last_access: sa.atime.map(timespec).unwrap_or(OMIT),
+                        last_modification: sa.mtime.map(timespec).unwrap_or(OMIT),
+                    };
+                    rustix::fs::utimensat(&dir, os(name), &ts, AtFlags::SYMLINK_NOFOLLOW)?;
+                }
+                Ok(())
+            })?;
+        }
+        self.getattr(ino, fh)
+    }
+
+    fn setattr_root(&self, c: Caller, t: &Tier, sa: &SetAttr) -> Result<()> {
+        let fd = t.open(b"", OFlags::RDONLY | OFlags::DIRECTORY)?;
+        self.checked(c, || -> Result<()> {
+            if sa.uid.is_some() || sa.gid.is_some() {
+                rustix::fs::fchown(
+                    &fd,
+                    sa.uid.map(|u| rustix::fs::Uid::from_raw(u)),
+                    sa.gid.map(|g| rustix::fs::Gid::from_raw(g)),
+                )?;
+            }
+            if let Some(mode) = sa.mode {
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))?;
+            }
+            if sa.atime.is_some() || sa.mtime.is_some() {
+                let ts = Timestamps {
+                    last_access: sa.atime.map(timespec).unwrap_or(OMIT),
+                    last_modification: sa.mtime.map(timespec).unwrap_or(OMIT),
+                };
+                rustix::fs::futimens(&fd, &ts)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The target of symlink `ino`, unchanged.
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let (tier, _, rel) = self.locate(ino)?;
+        let t = self.tier(tier)?;
+        let (dir, name) = t.parent(&rel)?;
+        let target = rustix::fs::readlinkat(&dir, os(name), Vec::new())?;
+        Ok(target.into_bytes())
+    }
+
+    // ---- placement -------------------------------------------------------
+
+    /// Chooses the tier for new name `rel` and makes sure its parent chain
+    /// exists there. The caller holds the name's lock and has checked that
+    /// the name exists on no tier.
+    fn place(&self, c: Caller, rel: &[u8], kind: NodeKind, mode: u32) -> Result<usize> {
+        let (parent_rel, _) = split_parent(rel);
+        let exists: Vec<bool> = self
+            .tiers
+            .iter()
+            .map(|t| t.open(parent_rel, OFlags::PATH | OFlags::DIRECTORY).is_ok())
+            .collect();
+        let space_fns: Vec<Box<dyn Fn() -> Space + '_>> = self
+            .tiers
+            .iter()
+            .map(|t| Box::new(move || tier_space(t)) as Box<dyn Fn() -> Space + '_>)
+            .collect();
+        let views: Vec<TierView<'_>> = self
+            .tiers
+            .iter()
+            .map(|t| {
+                TierView::new(
+                    t.index,
+                    &t.name,
+                    &t.path,
+                    exists[t.index],
+                    space_fns[t.index].as_ref(),
+                )
+            })
+            .collect();
+        let req = CreateRequest {
+            path: Path::new(os(rel)),
+            kind,
+            uid: c.uid,
+            gid: c.gid,
+            mode,
+        };
+        let chosen = self.policy.choose(&req, &views).map_err(Errno)?;
+        if chosen >= self.tiers.len() {
+            log::error!(
+                "policy `{}` chose tier {} for {:?}, but there are only {} tiers",
+                self.policy.name(),
+                chosen,
+                os(rel),
+                self.tiers.len()
+            );
+            return Err(Errno(libc::EIO));
+        }
+        if !exists[chosen] {
+            self.clone_parents(chosen, parent_rel)?;
+        }
+        Ok(chosen)
+    }
+
+    /// Creates the missing directories of `dir_rel` on tier `to`, each a
+    /// copy (mode, owner, times, xattrs) of the directory's winning copy.
+    fn clone_parents(&self, to: usize, dir_rel: &[u8]) -> Result<()> {
+        let t = self.tier(to)?;
+        let mut end = 0;
+        while end < dir_rel.len() {
+            end = dir_rel[end..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map(|p| end + p)
+                .unwrap_or(dir_rel.len());
+            let prefix = &dir_rel[..end];
+            end += 1;
+            if t.open(prefix, OFlags::PATH | OFlags::DIRECTORY).is_ok() {
+                continue;
+            }
+            let (src_tier, st) = self
+                .find_all(prefix)?
+                .into_iter()
+                .find(|(_, s)| is_dir(s))
+                .ok_or(Errno(libc::ENOENT))?;
+            let (pdir, name) = t.parent(prefix)?;
+            match rustix::fs::mkdirat(&pdir, os(name), Mode::from_raw_mode(st.st_mode & 0o7777)) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let _ = rustix::fs::chownat(
+                &pdir,
+                os(name),
+                Some(rustix::fs::Uid::from_raw(st.st_uid)),
+                Some(rustix::fs::Gid::from_raw(st.st_gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            );
+            // chown may clear setgid; restore the exact mode.
+            let _ = chmod_nofollow(&pdir, name, st.st_mode & 0o7777);
+            if let Ok(src) = self.tier(src_tier)?.open(prefix, OFlags::PATH) {
+                if let Ok(dst) = t.open(prefix, OFlags::PATH) {
+                    copy_xattrs(&src, &dst);
+                }
+            }
+            let ts = Timestamps {
+                last_access: Timespec {
+                    tv_sec: st.st_atime,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: Timespec {
+                    tv_sec: st.st_mtime,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            };
+            let _ = rustix::fs::utimensat(&pdir, os(name), &ts, AtFlags::SYMLINK_NOFOLLOW);
+        }
+        Ok(())
+    }
+
+    /// Shared front half of every name-creating call: checks, lock, place.
+    fn new_name(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &[u8],
+        kind: NodeKind,
+        mode: u32,
+    ) -> Result<(Vec<u8>, usize, MutexGuard<'_, ()>)> {
+        if Self::reserved(parent, name) {
+            return Err(Errno(libc::EPERM));
+        }
+        let rel = self.child(parent, name)?;
+        let guard = self.locks.lock(parent, name);
+        if self.find(&rel)?.is_some() {
+            return Err(Errno(libc::EEXIST));
+        }
+        let tier = self.place(c, &rel, kind, mode)?;
+        Ok((rel, tier, guard))
+    }
+
+    fn finish_new(&self, parent: u64, name: &[u8], tier: usize, rel: &[u8]) -> Result<Attr> {
+        let st = self.tier(tier)?.lstat(rel)?;
+        let a = self.attr_of(st);
+        self.nodes.remember(a.ino, kind_of(&st), tier, parent, name);
+        Ok(a)
+    }
+
+    /// mkdir: EEXIST if the name is on any tier; placed by the policy.
+    pub fn mkdir(&self, c: Caller, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
+        let (rel, tier, _g) = self.new_name(c, parent, name, NodeKind::Directory, mode)?;
+        let (dir, n) = self.tier(tier)?.parent(&rel)?;
+        as_caller(c, || {
+            rustix::fs::mkdirat(&dir, os(n), Mode::from_raw_mode(mode & 0o7777))
+        })?;
+        self.finish_new(parent, name, tier, &rel)
+    }
+
+    /// mknod: fifos, sockets, devices and plain files.
+    pub fn mknod(&self, c: Caller, parent: u64, name: &[u8], mode: u32, rdev: u64) -> Result<Attr> {
+        let kind = if mode & libc::S_IFMT == libc::S_IFREG {
+            NodeKind::File
+        } else {
+            NodeKind::Special
+        };
+        let (rel, tier, _g) = self.new_name(c, parent, name, kind, mode)?;
+        let (dir, n) = self.tier(tier)?.parent(&rel)?;
+        let cname = CString::new(n).map_err(|_| Errno(libc::EINVAL))?;
+        as_caller(c, || {
+            // SAFETY: valid dir fd and C string; mode and dev are integers.
+            let r = unsafe { libc::mknodat(dir.as_raw_fd(), cname.as_ptr(), mode, rdev) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(Errno::from(io::Error::last_os_error()))
+            }
+        })?;
+        self.finish_new(parent, name, tier, &rel)
+    }
+
+    /// symlink: the target is stored unchanged.
+    pub fn symlink(&self, c: Caller, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
+        let (rel, tier, _g) = self.new_name(c, parent, name, NodeKind::Symlink, 0o777)?;
+        let (dir, n) = self.tier(tier)?.parent(&rel)?;
+        as_caller(c, || rustix::fs::symlinkat(os(target), &dir, os(n)))?;
+        self.finish_new(parent, name, tier, &rel)
+    }
+
+    /// create + open. An existing name (a race with another creator) is
+    /// opened instead unless O_EXCL is set.
+    pub fn create(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+    ) -> Result<(Attr, u64)> {
+        match self.new_name(c, parent, name, NodeKind::File, mode) {
+            Ok((rel, tier, _g)) => {
+                let (dir, n) = self.tier(tier)?.parent(&rel)?;
+                let oflags = open_flags(flags) | OFlags::CREATE | OFlags::EXCL;
+                let fd = as_caller(c, || {
+                    rustix::fs::openat(&dir, os(n), oflags, Mode::from_raw_mode(mode & 0o7777))
+                })?;
+                let a = self.finish_new(parent, name, tier, &rel)?;
+                let fh = self.fh();
+                self.files.insert(
+                    fh,
+                    Arc::new(FileHandle {
+                        ino: a.ino,
+                        file: File::from(fd),
+                    }),
+                );
+                Ok((a, fh))
+            }
+            Err(Errno(libc::EEXIST)) if flags & libc::O_EXCL == 0 => {
+                let a = self.lookup(parent, name)?;
+                let fh = self.open(c, a.ino, flags & !libc::O_CREAT)?;
+                Ok((a, fh))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// link: made on the source's tier (so never EXDEV); EEXIST when the new
+    /// name exists on any tier.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+        if Self::reserved(newparent, newname) {
+            return Err(Errno(libc::EPERM));
+        }
+        let rel = self.child(newparent, newname)?;
+        let _g = self.locks.lock(newparent, newname);
+        if self.find(&rel)?.is_some() {
+            return Err(Errno(libc::EEXIST));
+        }
+        let (tier, st, src) = self.locate(ino)?;
+        if is_dir(&st) {
+            return Err(Errno(libc::EPERM));
+        }
+        let (dst_dir, _) = split_parent(&rel);
+        self.clone_parents(tier, dst_dir)?;
+        let t = self.tier(tier)?;
+        let (sdir, sname) = t.parent(&src)?;
+        let (ddir, dname) = t.parent(&rel)?;
+        rustix::fs::linkat(&sdir, os(sname), &ddir, os(dname), AtFlags::empty())?;
+        self.finish_new(newparent, newname, tier, &rel)
+    }
+
+    // ---- removal ---------------------------------------------------------
+
+    /// Removes copy `rel` on tier `i`, whatever it is (for invisible copies).
+    fn remove_copy(&self, i: usize, rel: &[u8], st: &Stat) -> Result<()> {
+        let (dir, name) = self.tier(i)?.parent(rel)?;
+        if is_dir(st) {
+            dir::remove_tree(&dir, name)
+        } else {
+            match rustix::fs::unlinkat(&dir, os(name), AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+
+    /// unlink: every copy goes, last tier first (rule 2).
+    pub fn unlink(&self, c: Caller, parent: u64, name: &[u8]) -> Result<()> {
+        if Self::reserved(parent, name) {
+            return Err(Errno(libc::ENOENT));
+        }
+        let rel = self.child(parent, name)?;
+        let _g = self.locks.lock(parent, name);
+        let copies = self.find_all(&rel)?;
+        let (_, winner) = copies.first().copied().ok_or(Errno(libc::ENOENT))?;
+        if is_dir(&winner) {
+            return Err(Errno(libc::EISDIR));
+        }
+        for (i, st) in copies.iter().rev() {
+            if *i == copies[0].0 {
+                let (dir, n) = self.tier(*i)?.parent(&rel)?;
+                self.checked(c, || rustix::fs::unlinkat(&dir, os(n), AtFlags::empty()))?;
+            } else {
+                self.remove_copy(*i, &rel, st)?;
+            }
+        }
+        let ino = self.nodes.ino_for(winner.st_dev, winner.st_ino);
+        self.nodes.drop_link(ino, parent, name);
+        Ok(())
+    }
+
+    /// rmdir: ENOTEMPTY unless the union listing is empty; then every copy
+    /// goes, last tier first (rule 3).
+    pub fn rmdir(&self, c: Caller, parent: u64, name: &[u8]) -> Result<()> {
+        if Self::reserved(parent, name) {
+            return Err(Errno(libc::ENOENT));
+        }
+        let rel = self.child(parent, name)?;
+        let _g = self.locks.lock(parent, name);
+        let copies = self.find_all(&rel)?;
+        let (_, winner) = copies.first().copied().ok_or(Errno(libc::ENOENT))?;
+        if !is_dir(&winner) {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        if !dir::is_empty(&self.tiers, &rel)? {
+            return Err(Errno(libc::ENOTEMPTY));
+        }
+        for (i, st) in copies.iter().rev() {
+            let (dir, n) = self.tier(*i)?.parent(&rel)?;
+            if is_dir(st) {
+                self.checked(c, || rustix::fs::unlinkat(&dir, os(n), AtFlags::REMOVEDIR))?;
+            } else {
+                self.remove_copy(*i, &rel, st)?;
+            }
+        }
+        let ino = self.nodes.ino_for(winner.st_dev, winner.st_ino);
+        self.nodes.drop_link(ino, parent, name);
+        Ok(())
+    }
+
+    // ---- rename ----------------------------------------------------------
+
+    /// rename(a, b) with RENAME_NOREPLACE / RENAME_EXCHANGE (rule 4, 10).
+    pub fn rename(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        if Self::reserved(parent, name) {
+            return Err(Errno(libc::ENOENT));
+        }
+        if Self::reserved(newparent, newname) {
+            return Err(Errno(libc::EPERM));
+        }
+        let src = self.child(parent, name)?;
+        let dst = self.child(newparent, newname)?;
+        let _g = self.locks.lock_two((parent, name), (newparent, newname));
+        let src_copies = self.find_all(&src)?;
+        let (ta, sst) = src_copies.first().copied().ok_or(Errno(libc::ENOENT))?;
+        if src == dst {
+            return Ok(());
+        }
+        let dst_copies = self.find_all(&dst)?;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if noreplace && !dst_copies.is_empty() {
+            return Err(Errno(libc::EEXIST));
+        }
+        let src_ino = self.nodes.ino_for(sst.st_dev, sst.st_ino);
+        if exchange {
+            let (_, dst_st) = dst_copies.first().copied().ok_or(Errno(libc::ENOENT))?;
+            self.exchange(c, &src, &src_copies, &dst, &dst_copies)?;
+            let dst_ino = self.nodes.ino_for(dst_st.st_dev, dst_st.st_ino);
+            self.nodes.rename(src_ino, parent, name, newparent, newname);
+            self.nodes.rename(dst_ino, newparent, newname, parent, name);
+            return Ok(());
+        }
+        let mut dst_ino = None;
+        if let Some((_, dw)) = dst_copies.first() {
+            if dw.st_dev == sst.st_dev && dw.st_ino == sst.st_ino {
+                return Ok(()); // two names of one file: POSIX says do nothing
+            }
+            match (is_dir(&sst), is_dir(dw)) {
+                (true, false) => return Err(Errno(libc::ENOTDIR)),
+                (false, true) => return Err(Errno(libc::EISDIR)),
+                (true, true) if !dir::is_empty(&self.tiers, &dst)? => {
+                    return Err(Errno(libc::ENOTEMPTY));
+                }
+                _ => {}
+            }
+            dst_ino = Some(self.nodes.ino_for(dw.st_dev, dw.st_ino));
+        }
+        let (dst_parent, _) = split_parent(&dst);
+        if !is_dir(&sst) {
+            // 1. Shadowed copies of a are invisible: drop them first.
+            for (i, st) in &src_copies[1..] {
+                self.remove_copy(*i, &src, st)?;
+            }
+            // 2. The rename itself, on a's tier.
+            self.clone_parents(ta, dst_parent)?;
+            let t = self.tier(ta)?;
+            if let Some((_, st)) = dst_copies.iter().find(|(i, _)| *i == ta) {
+                if is_dir(st) {
+                    self.remove_copy(ta, &dst, st)?; // invisible junk under a file
+                }
+            }
+            let (sd, sn) = t.parent(&src)?;
+            let (dd, dn) = t.parent(&dst)?;
+            self.checked(c, || rustix::fs::renameat(&sd, os(sn), &dd, os(dn)))?;
+            // 3. Copies of b on slower tiers are now shadowed: drop them.
+            for (i, st) in dst_copies.iter().filter(|(i, _)| *i > ta).rev() {
+                self.remove_copy(*i, &dst, st)?;
+            }
+            // 4. Commit: drop b on faster tiers, the fastest last.
+            for (i, st) in dst_copies.iter().filter(|(i, _)| *i < ta).rev() {
+                self.remove_copy(*i, &dst, st)?;
+            }
+        } else {
+            let dir_tiers: Vec<usize> = src_copies
+                .iter()
+                .filter(|(_, s)| is_dir(s))
+                .map(|(i, _)| *i)
+                .collect();
+            // Junk: non-directory copies of a shadowed by the directory.
+            for (i, st) in src_copies.iter().filter(|(_, s)| !is_dir(s)) {
+                self.remove_copy(*i, &src, st)?;
+            }
+            // Copies of b where a has no directory: empty dirs or junk.
+            for (i, st) in dst_copies.iter().rev() {
+                if !dir_tiers.contains(i) || !is_dir(st) {
+                    self.remove_copy(*i, &dst, st)?;
+                }
+            }
+            for &i in dir_tiers.iter().rev() {
+                self.clone_parents(i, dst_parent)?;
+                let t = self.tier(i)?;
+                let (sd, sn) = t.parent(&src)?;
+                let (dd, dn) = t.parent(&dst)?;
+                self.checked(c, || rustix::fs::renameat(&sd, os(sn), &dd, os(dn)))?;
+            }
+        }
+        if let Some(d) = dst_ino {
+            self.nodes.drop_link(d, newparent, newname);
+        }
+        self.nodes.rename(src_ino, parent, name, newparent, newname);
+        Ok(())
+    }
+
+    /// RENAME_EXCHANGE: atomic on one tier; across tiers, two renames that
+    /// never lose either file (a is briefly resolved from b's old tier).
+    fn exchange(
+        &self,
+        c: Caller,
+        a: &[u8],
+        a_copies: &[(usize, Stat)],
+        b: &[u8],
+        b_copies: &[(usize, Stat)],
+    ) -> Result<()> {
+        let (ta, _) = a_copies[0];
+        let (tb, _) = b_copies[0];
+        if ta == tb {
+            let t = self.tier(ta)?;
+            let (ad, an) = t.parent(a)?;
+            let (bd, bn) = t.parent(b)?;
+            self.checked(c, || {
+                rustix::fs::renameat_with(
+                    &ad,
+                    os(an),
+                    &bd,
+                    os(bn),
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+            })?;
+            return Ok(());
+        }
+        if a_copies.len() > 1 && is_dir(&a_copies[0].1)
+            || b_copies.len() > 1 && is_dir(&b_copies[0].1)
+        {
+            // A directory merged from several tiers cannot be swapped whole.
+            return Err(Errno(libc::EXDEV));
+        }
+        // Make (first, second) = (faster tier, slower tier).
+        let (x, x_copies, y, y_copies) = if ta < tb {
+            (a, a_copies, b, b_copies)
+        } else {
+            (b, b_copies, a, a_copies)
+        };
+        let (tx, ty) = (x_copies[0].0, y_copies[0].0);
+        for (i, st) in &x_copies[1..] {
+            self.remove_copy(*i, x, st)?;
+        }
+        for (i, st) in &y_copies[1..] {
+            self.remove_copy(*i, y, st)?;
+        }
+        let (_, y_parent_rel) = (0, split_parent(y).0);
+        let (_, x_parent_rel) = (0, split_parent(x).0);
+        self.clone_parents(tx, y_parent_rel)?;
+        self.clone_parents(ty, x_parent_rel)?;
+        let t = self.tier(tx)?;
+        let (xd, xn) = t.parent(x)?;
+        let (yd, yn) = t.parent(y)?;
+        // x's file becomes y (shadowing y's old copy on the slower tier)...
+        self.checked(c, || rustix::fs::renameat(&xd, os(xn), &yd, os(yn)))?;
+        // ...and y's old file becomes x on its own tier.
+        let u = self.tier(ty)?;
+        let (yd2, yn2) = u.parent(y)?;
+        let (xd2, xn2) = u.parent(x)?;
+        self.checked(c, || rustix::fs::renameat(&yd2, os(yn2), &xd2, os(xn2)))?;
+        Ok(())
+    }
+
+    // ---- files -------------------------------------------------------------
+
+    /// Opens the winning copy of `ino`.
+    pub fn open(&self, c: Caller, ino: u64, flags: i32) -> Result<u64> {
+        let (tier, st, rel) = self.locate(ino)?;
+        if is_dir(&st) {
+            return Err(Errno(libc::EISDIR));
+        }
+        let t = self.tier(tier)?;
+        let fd = self.checked(c, || t.open(&rel, open_flags(flags)))?;
+        let fh = self.fh();
+        self.files.insert(
+            fh,
+            Arc::new(FileHandle {
+                ino,
+                file: File::from(fd),
+            }),
+        );
+        Ok(fh)
+    }
+
+    /// The open file behind `fh`.
+    pub fn handle(&self, fh: u64) -> Result<Arc<FileHandle>> {
+        self.files
+            .get(&fh)
+            .map(|h| h.clone())
+            .ok_or(Errno(libc::EBADF))
+    }
+
+    /// Reads up to `size` bytes at `offset` (short only at end of file).
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let h = self.handle(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match h.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset`.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let h = self.handle(fh)?;
+        h.file.write_all_at(data, offset)?;
+        Ok(data.len() as u32)
+    }
+
+    /// fsync / fdatasync of an open file.
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let h = self.handle(fh)?;
+        if datasync {
+            h.file.sync_data()?;
+        } else {
+            h.file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Closes an open file.
+    pub fn release(&self, fh: u64) {
+        self.files.remove(&fh);
+    }
+
+    /// fallocate on the backing file.
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        let h = self.handle(fh)?;
+        rustix::fs::fallocate(
+            &h.file,
+            rustix::fs::FallocateFlags::from_bits_retain(mode as _),
+            offset,
+            len,
+        )?;
+        Ok(())
+    }
+
+    /// lseek for SEEK_DATA / SEEK_HOLE, answered by the backing file.
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let h = self.handle(fh)?;
+        // SAFETY: plain lseek on an fd we own; positional I/O elsewhere
+        // ignores the fd offset, so moving it is harmless.
+        let r = unsafe { libc::lseek(h.file.as_raw_fd(), offset, whence) };
+        if r < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        Ok(r)
+    }
+
+    /// copy_file_range between two open files, tiers notwithstanding.
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u32> {
+        let a = self.handle(fh_in)?;
+        let b = self.handle(fh_out)?;
+        let len = len.min(1 << 30) as usize;
+        let mut oi = off_in as i64;
+        let mut oo = off_out as i64;
+        // SAFETY: valid fds and pointers to local offsets.
+        let r = unsafe {
+            libc::copy_file_range(
+                a.file.as_raw_fd(),
+                &mut oi,
+                b.file.as_raw_fd(),
+                &mut oo,
+                len,
+                0,
+            )
+        };
+        if r >= 0 {
+            return Ok(r as u32);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EXDEV)
+            | Some(libc::EOPNOTSUPP)
+            | Some(libc::EINVAL)
+            | Some(libc::ENOSYS) => {
+                // Different filesystems: copy through a buffer.
+                let mut buf = vec![0u8; len.min(1 << 20)];
+                let n = a.file.read_at(&mut buf, off_in)?;
+                b.file.write_all_at(&buf[..n], off_out)?;
+                Ok(n as u32)
+            }
+            _ => Err(e.into()),
+        }
+    }
+
+    // ---- directories -------------------------------------------------------
+
+    /// Opens a directory: builds its merged listing once.
+    pub fn opendir(&self, c: Caller, ino: u64) -> Result<u64> {
+        let (_, st, rel) = self.locate(ino)?;
+        if !is_dir(&st) {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        if !self.opts.kernel_permissions {
+            self.access(c, ino, libc::R_OK)?;
+        }
+        let h = dir::list(&self.tiers, ino, &rel, ino == ROOT)?;
+        let fh = self.fh();
+        self.dirs.insert(fh, Arc::new(h));
+        Ok(fh)
+    }
+
+    /// The open directory behind `fh`.
+    pub fn dir_handle(&self, fh: u64) -> Result<Arc<DirHandle>> {
+        self.dirs
+            .get(&fh)
+            .map(|h| h.clone())
+            .ok_or(Errno(libc::EBADF))
+    }
+
+    /// d_ino for an entry of a listing.
+    pub fn entry_ino(&self, e: &dir::DirEntry) -> u64 {
+        let dev = self.tiers.get(e.tier).map(|t| t.dev).unwrap_or(0);
+        self.nodes.ino_for(dev, e.d_ino)
+    }
+
+    /// For readdirplus: stats entry `e` of directory handle `h` and takes a
+    /// kernel reference on it, as a lookup would.
+    pub fn entry_lookup(&self, h: &DirHandle, e: &dir::DirEntry) -> Result<Attr> {
+        let fd = h
+            .fds
+            .get(e.tier)
+            .and_then(|f| f.as_ref())
+            .ok_or(Errno(libc::ENOENT))?;
+        let st = rustix::fs::statat(fd, os(&e.name), AtFlags::SYMLINK_NOFOLLOW)?;
+        let a = self.attr_of(st);
+        self.nodes
+            .remember(a.ino, kind_of(&st), e.tier, h.ino, &e.name);
+        Ok(a)
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.remove(&fh);
+    }
+
+    /// fsync of every tier's copy of a directory.
+    pub fn fsyncdir(&self, fh: u64) -> Result<()> {
+        let h = self.dir_handle(fh)?;
+        for fd in h.fds.iter().flatten() {
+            rustix::fs::fsync(fd)?;
+        }
+        Ok(())
+    }
+
+    // ---- misc --------------------------------------------------------------
+
+    /// statfs over the distinct filesystems of the tiers (rule 8).
+    pub fn statfs(&self) -> Result<rustix::fs::StatVfs> {
+        let mut seen: Vec<(u64, u64)> = Vec::new();
+        let mut total: Option<rustix::fs::StatVfs> = None;
+        for t in self.tiers.iter() {
+            let v = rustix::fs::fstatvfs(t.root())?;
+            let key = (v.f_fsid, t.dev);
+            if seen.iter().any(|k| k.0 == key.0 && k.1 == key.1) {
+                continue;
+            }
+            seen.push(key);
+            match &mut total {
+                None => total = Some(v),
+                Some(acc) => {
+                    let scale = |n: u64| n.saturating_mul(v.f_frsize) / acc.f_frsize.max(1);
+                    acc.f_blocks += scale(v.f_blocks);
+                    acc.f_bfree += scale(v.f_bfree);
+                    acc.f_bavail += scale(v.f_bavail);
+                    acc.f_files += v.f_files;
+                    acc.f_ffree += v.f_ffree;
+                    acc.f_favail += v.f_favail;
+                    acc.f_namemax = acc.f_namemax.min(v.f_namemax);
+                }
+            }
+        }
+        total.ok_or(Errno(libc::EIO))
+    }
+
+    /// access(2) when the kernel does not check permissions itself.
+    pub fn access(&self, c: Caller, ino: u64, mask: i32) -> Result<()> {
+        let (tier, _, rel) = self.locate(ino)?;
+        let t = self.tier(tier)?;
+        let access = rustix::fs::Access::from_bits_retain(mask as _);
+        as_caller(c, || -> Result<()> {
+            if rel.is_empty() {
+                rustix::fs::accessat(t.root(), ".", access, AtFlags::EACCESS)?;
+            } else {
+                let (dir, n) = t.parent(&rel)?;
+                rustix::fs::accessat(
+                    &dir,
+                    os(n),
+                    access,
+                    AtFlags::EACCESS | AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn xattr_target(&self, ino: u64) -> Result<(Vec<(usize, OwnedFd)>, Stat)> {
+        let (tier, st, rel) = self.locate(ino)?;
+        let mut out = Vec::new();
+        if is_dir(&st) {
+            for t in self.tiers.iter() {
+                match t.open(&rel, OFlags::PATH | OFlags::DIRECTORY) {
+                    Ok(fd) => out.push((t.index, fd)),
+                    Err(e) if not_here(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        } else {
+            out.push((tier, self.tier(tier)?.open(&rel, OFlags::PATH)?));
+        }
+        Ok((out, st))
+    }
+
+    /// getxattr on the winning copy; `size` 0 asks for the length.
+    pub fn getxattr(&self, ino: u64, name: &[u8], size: u32) -> Result<Vec<u8>> {
+        let (fds, _) = self.xattr_target(ino)?;
+        let (_, fd) = fds.first().ok_or(Errno(libc::ENOENT))?;
+        let p = proc_path(fd);
+        if size == 0 {
+            let n = rustix::fs::getxattr(p.as_str(), os(name), &mut [0u8; 0][..])?;
+            return Ok(vec![0; n]);
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = rustix::fs::getxattr(p.as_str(), os(name), &mut buf[..])?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// listxattr on the winning copy.
+    pub fn listxattr(&self, ino: u64, size: u32) -> Result<Vec<u8>> {
+        let (fds, _) = self.xattr_target(ino)?;
+        let (_, fd) = fds.first().ok_or(Errno(libc::ENOENT))?;
+        let p = proc_path(fd);
+        if size == 0 {
+            let n = rustix::fs::listxattr(p.as_str(), &mut [0u8; 0][..])?;
+            return Ok(vec![0; n]);
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = rustix::fs::listxattr(p.as_str(), &mut buf[..])?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// setxattr: every copy of a directory, the winning copy of a file.
+    pub fn setxattr(
+        &self,
+        c: Caller,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
+        let (fds, _) = self.xattr_target(ino)?;
+        for (_, fd) in fds.iter().rev() {
+            let p = proc_path(fd);
+            self.checked(c, || {
+                rustix::fs::setxattr(
+                    p.as_str(),
+                    os(name),
+                    value,
+                    rustix::fs::XattrFlags::from_bits_retain(flags as _),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// removexattr: like setxattr.
+    pub fn removexattr(&self, c: Caller, ino: u64, name: &[u8]) -> Result<()> {
+        let (fds, _) = self.xattr_target(ino)?;
+        for (i, (_, fd)) in fds.iter().enumerate().rev() {
+            let p = proc_path(fd);
+            match self.checked(c, || rustix::fs::removexattr(p.as_str(), os(name))) {
+                Ok(()) => {}
+                // A shadowed directory copy may lack it; only the winner counts.
+                Err(rustix::io::Errno::NODATA) if i > 0 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of nodes the kernel holds.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// Open flags passed through to the backing file: the access mode and the
+/// flags that change I/O behaviour, never ones that change resolution.
+fn open_flags(flags: i32) -> OFlags {
+    let keep = libc::O_ACCMODE
+        | libc::O_APPEND
+        | libc::O_DIRECT
+        | libc::O_DSYNC
+        | libc::O_SYNC
+        | libc::O_NOATIME
+        | libc::O_NONBLOCK
+        | libc::O_TRUNC
+        | libc::O_LARGEFILE;
+    OFlags::from_bits_retain((flags & keep) as _) | OFlags::CLOEXEC | OFlags::NOFOLLOW
+}
+
+fn tier_space(t: &Tier) -> Space {
+    match rustix::fs::fstatvfs(t.root()) {
+        Ok(v) => Space {
+            free_bytes: v.f_bavail.saturating_mul(v.f_frsize),
+            total_bytes: v.f_blocks.saturating_mul(v.f_frsize),
+            free_inodes: v.f_favail,
+            total_inodes: v.f_files,
+        },
+        Err(e) => {
+            log::warn!("statvfs of tier `{}` failed: {e}", t.name);
+            Space::default()
+        }
+    }
+}
+
+/// Copies every xattr from `src` to `dst` (both O_PATH handles), best effort.
+fn copy_xattrs(src: &OwnedFd, dst: &OwnedFd) {
+    let (sp, dp) = (proc_path(src), proc_path(dst));
+    let mut names = vec![0u8; 64 * 1024];
+    let n = match rustix::fs::listxattr(sp.as_str(), &mut names[..]) {
+        Ok(n) => n,
+        Err(_) => return,
+    };
+    let mut val = vec![0u8; 64 * 1024];
+    for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        if let Ok(len) = rustix::fs::getxattr(sp.as_str(), os(name), &mut val[..]) {
+            let _ = rustix::fs::setxattr(
+                dp.as_str(),
+                os(name),
+                &val[..len],
+                rustix::fs::XattrFlags::empty(),
+            );
+        }
+    }
+}

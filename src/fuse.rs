@@ -1,0 +1,773 @@
+//! The FUSE adapter: kernel requests in, core calls, replies out.
+//!
+//! Deliberately thin: every decision lives in [`crate::fs`]. This is also
+//! the only module that names fuser types, so the pinned fuser 0.18 can be
+//! patched or replaced without touching the core.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::creds::Caller;
+use crate::fs::{Attr, Errno, Fs, SetAttr, SetTime};
+
+/// A mounted session: the kernel connection plus what unmounts it.
+pub struct Mounted {
+    /// The fuser session, ready to `run`.
+    pub session: fuser::Session<FuseFs>,
+    /// Unmounts the mount point (from a signal handler thread).
+    pub unmounter: Unmounter,
+}
+
+/// Unmounts a dfs mount point, however it was mounted.
+pub enum Unmounter {
+    /// Mounted by dfs itself with mount(2): unmount with umount2(2).
+    Direct(std::path::PathBuf),
+    /// Mounted through fusermount3 by fuser (not root).
+    Fuser(fuser::SessionUnmounter),
+}
+
+impl Unmounter {
+    /// Detaches the mount; the session's threads then see the connection
+    /// end and `run` returns.
+    pub fn unmount(&mut self) -> std::io::Result<()> {
+        match self {
+            Unmounter::Direct(mp) => {
+                rustix::mount::unmount(mp.as_path(), rustix::mount::UnmountFlags::DETACH)?;
+                Ok(())
+            }
+            Unmounter::Fuser(u) => u.unmount(),
+        }
+    }
+}
+
+/// Mounts `fs` on `mp`. As root dfs calls mount(2) itself, so the mount
+/// shows as type `fuse.dfs` with the given source name (fuser 0.18 always
+/// says `fuse`); otherwise it goes through fuser and fusermount3.
+pub fn mount(
+    fs: FuseFs,
+    mp: &Path,
+    cfg: &fuser::Config,
+    fsname: &str,
+    default_permissions: bool,
+) -> std::io::Result<Mounted> {
+    if rustix::process::geteuid().as_raw() != 0 {
+        let mut session = fuser::Session::new(fs, mp, cfg)?;
+        let u = session.unmount_callable();
+        return Ok(Mounted {
+            session,
+            unmounter: Unmounter::Fuser(u),
+        });
+    }
+    use std::os::fd::AsRawFd;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")?;
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={}",
+        dev.as_raw_fd(),
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw()
+    );
+    if default_permissions {
+        data += ",default_permissions";
+    }
+    if cfg.acl != fuser::SessionACL::Owner {
+        data += ",allow_other";
+    }
+    let mut flags = rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV;
+    for o in &cfg.mount_options {
+        use fuser::MountOption as M;
+        match o {
+            M::RO => flags |= rustix::mount::MountFlags::RDONLY,
+            M::Dev => flags -= rustix::mount::MountFlags::NODEV,
+            M::Suid => flags -= rustix::mount::MountFlags::NOSUID,
+            M::NoExec => flags |= rustix::mount::MountFlags::NOEXEC,
+            M::NoAtime => flags |= rustix::mount::MountFlags::NOATIME,
+            M::Sync => flags |= rustix::mount::MountFlags::SYNCHRONOUS,
+            M::DirSync => flags |= rustix::mount::MountFlags::DIRSYNC,
+            _ => {}
+        }
+    }
+    let data = std::ffi::CString::new(data).map_err(std::io::Error::other)?;
+    rustix::mount::mount(fsname, mp, "fuse.dfs", flags, Some(data.as_c_str()))?;
+    let session = match fuser::Session::from_fd(fs, dev.into(), cfg.acl, cfg.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH);
+            return Err(e);
+        }
+    };
+    Ok(Mounted {
+        session,
+        unmounter: Unmounter::Direct(mp.to_path_buf()),
+    })
+}
+
+/// Kernel cache lifetimes for entries and attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheTimes {
+    /// How long the kernel may trust a name -> node mapping.
+    pub entry: Duration,
+    /// How long the kernel may trust a node's attributes.
+    pub attr: Duration,
+}
+
+/// The fuser `Filesystem` over the dfs core.
+pub struct FuseFs {
+    core: Arc<Fs>,
+    ttl: CacheTimes,
+}
+
+impl FuseFs {
+    /// Wraps the core.
+    pub fn new(core: Arc<Fs>, ttl: CacheTimes) -> Self {
+        FuseFs { core, ttl }
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+fn err(e: Errno) -> FErrno {
+    FErrno::from_i32(e.0)
+}
+
+fn bytes(s: &OsStr) -> &[u8] {
+    s.as_bytes()
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+fn file_type(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn dirent_type(t: rustix::fs::FileType) -> FileType {
+    use rustix::fs::FileType as T;
+    match t {
+        T::Directory => FileType::Directory,
+        T::Symlink => FileType::Symlink,
+        T::Fifo => FileType::NamedPipe,
+        T::Socket => FileType::Socket,
+        T::CharacterDevice => FileType::CharDevice,
+        T::BlockDevice => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// The kernel's view of a core attribute.
+pub fn to_file_attr(a: &Attr) -> FileAttr {
+    let st = &a.st;
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec as i64),
+        mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
+        ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
+        crtime: UNIX_EPOCH,
+        kind: file_type(st.st_mode),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(s) => SetTime::At(s),
+    })
+}
+
+impl FuseFs {
+    fn entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
+        match r {
+            Ok(a) => reply.entry_with_ttls(
+                &self.ttl.attr,
+                &self.ttl.entry,
+                &to_file_attr(&a),
+                Generation(0),
+            ),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn attr(&self, reply: ReplyAttr, r: Result<Attr, Errno>) {
+        match r {
+            Ok(a) => reply.attr(&self.ttl.attr, &to_file_attr(&a)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+}
+
+fn empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, Errno>) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(FErrno::from_i32(libc::ERANGE)),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_EXPORT_SUPPORT;
+        let caps = config.capabilities();
+        if let Err(missing) = config.add_capabilities(wanted & caps) {
+            log::warn!("kernel refused FUSE capabilities {missing:?}");
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(reply, self.core.lookup(parent.0, bytes(name)));
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.attr(reply, self.core.getattr(ino.0, fh.map(|f| f.0)));
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let sa = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+        };
+        self.attr(
+            reply,
+            self.core.setattr(caller(req), ino.0, sa, fh.map(|f| f.0)),
+        );
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.core.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self
+            .core
+            .mknod(caller(req), parent.0, bytes(name), mode, u64::from(rdev));
+        self.entry(reply, r);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            reply,
+            self.core.mkdir(caller(req), parent.0, bytes(name), mode),
+        );
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.core.unlink(caller(req), parent.0, bytes(name)));
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.core.rmdir(caller(req), parent.0, bytes(name)));
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.core.symlink(
+            caller(req),
+            parent.0,
+            bytes(link_name),
+            target.as_os_str().as_bytes(),
+        );
+        self.entry(reply, r);
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        empty(
+            reply,
+            self.core.rename(
+                caller(req),
+                parent.0,
+                bytes(name),
+                newparent.0,
+                bytes(newname),
+                flags.bits(),
+            ),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.entry(reply, self.core.link(ino.0, newparent.0, bytes(newname)));
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.core.open(caller(req), ino.0, flags.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.core.read(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.core.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.core.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.core.fsync(fh.0, datasync));
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.core.opendir(caller(req), ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let h = match self.core.dir_handle(fh.0) {
+            Ok(h) => h,
+            Err(e) => return reply.error(err(e)),
+        };
+        let mut off = offset;
+        if off == 0 {
+            if reply.add(ino, 1, FileType::Directory, ".") {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            if reply.add(INodeNo(1), 2, FileType::Directory, "..") {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, e) in h.entries.iter().enumerate().skip(off as usize - 2) {
+            let ino = INodeNo(self.core.entry_ino(e));
+            if reply.add(
+                ino,
+                i as u64 + 3,
+                dirent_type(e.kind),
+                OsStr::from_bytes(&e.name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let h = match self.core.dir_handle(fh.0) {
+            Ok(h) => h,
+            Err(e) => return reply.error(err(e)),
+        };
+        let mut off = offset;
+        // "." and ".." take no kernel reference; their attributes are not
+        // used, so they carry the directory's own id and an empty attr.
+        if off < 2 {
+            let dot = match self.core.getattr(ino.0, None) {
+                Ok(a) => to_file_attr(&a),
+                Err(e) => return reply.error(err(e)),
+            };
+            if off == 0 {
+                if reply.add(INodeNo(0), 1, ".", &Duration::ZERO, &dot, Generation(0)) {
+                    return reply.ok();
+                }
+            }
+            if reply.add(INodeNo(0), 2, "..", &Duration::ZERO, &dot, Generation(0)) {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, e) in h.entries.iter().enumerate().skip(off as usize - 2) {
+            let name = OsStr::from_bytes(&e.name);
+            let full = match self.core.entry_lookup(&h, e) {
+                Ok(a) => {
+                    let fa = to_file_attr(&a);
+                    if reply.add(
+                        fa.ino,
+                        i as u64 + 3,
+                        name,
+                        &self.ttl.entry,
+                        &fa,
+                        Generation(0),
+                    ) {
+                        // The kernel did not take this entry: give the
+                        // reference back.
+                        self.core.forget(a.ino, 1);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Err(_) => {
+                    // Vanished since the listing was built: list the name
+                    // without an entry (node id 0 takes no reference).
+                    let blank = FileAttr {
+                        ino: INodeNo(0),
+                        size: 0,
+                        blocks: 0,
+                        atime: UNIX_EPOCH,
+                        mtime: UNIX_EPOCH,
+                        ctime: UNIX_EPOCH,
+                        crtime: UNIX_EPOCH,
+                        kind: dirent_type(e.kind),
+                        perm: 0,
+                        nlink: 0,
+                        uid: 0,
+                        gid: 0,
+                        rdev: 0,
+                        blksize: 0,
+                        flags: 0,
+                    };
+                    reply.add(
+                        INodeNo(0),
+                        i as u64 + 3,
+                        name,
+                        &Duration::ZERO,
+                        &blank,
+                        Generation(0),
+                    )
+                }
+            };
+            if full {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.core.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.core.fsyncdir(fh.0));
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.core.statfs() {
+            Ok(v) => reply.statfs(
+                v.f_blocks,
+                v.f_bfree,
+                v.f_bavail,
+                v.f_files,
+                v.f_ffree,
+                v.f_bsize as u32,
+                v.f_namemax as u32,
+                v.f_frsize as u32,
+            ),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        empty(
+            reply,
+            self.core
+                .setxattr(caller(req), ino.0, bytes(name), value, flags),
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        xattr_reply(reply, size, self.core.getxattr(ino.0, bytes(name), size));
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        xattr_reply(reply, size, self.core.listxattr(ino.0, size));
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(
+            reply,
+            self.core.removexattr(caller(req), ino.0, bytes(name)),
+        );
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        empty(reply, self.core.access(caller(req), ino.0, mask.bits()));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self
+            .core
+            .create(caller(req), parent.0, bytes(name), mode, flags)
+        {
+            Ok((a, fh)) => reply.created(
+                &self.ttl.entry,
+                &to_file_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.core.fallocate(fh.0, offset, length, mode));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.core.lseek(fh.0, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match self
+            .core
+            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+        {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! dfs: a tiered union filesystem.
+//!
+//! An ordered stack of tier directories (fastest first) is mounted as one
+//! directory: lookups go through the tiers in order, listings are the union,
+//! reads and writes reach the file where it lives, and new names are placed
+//! by a pluggable [`policy::Policy`]. The tiers stay plain directory trees.
+//!
+//! Layout: [`config`] (dfs.toml), [`tiers`] (the tier roots and safe path
+//! resolution), [`policy`] (placement), [`fs`] (the union core, plain Rust),
+//! [`fuse`] (the thin FUSE adapter), [`cli`] (the `dfs` command).
+
+pub mod cli;
+pub mod config;
+pub mod creds;
+pub mod error;
+pub mod fs;
+pub mod fuse;
+pub mod policy;
+pub mod tiers;

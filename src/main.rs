@@ -1,0 +1,5 @@
+//! The `dfs` binary; everything lives in the library (`dfs::cli`).
+
+fn main() {
+    std::process::exit(dfs::cli::main());
+}

@@ -254,14 +254,14 @@ impl Config {
                 ),
             ));
         }
-        if let Some(fb) = &p.fallback {
-            if fb == "glob-rule" || !POLICY_KINDS.contains(&fb.as_str()) {
-                return Err(self.origin.error_at(
-                    p.kind_span.clone(),
-                    "policy.fallback",
-                    &format!("unknown fallback policy `{fb}`"),
-                ));
-            }
+        if let Some(fb) = &p.fallback
+            && (fb == "glob-rule" || !POLICY_KINDS.contains(&fb.as_str()))
+        {
+            return Err(self.origin.error_at(
+                p.kind_span.clone(),
+                "policy.fallback",
+                &format!("unknown fallback policy `{fb}`"),
+            ));
         }
         for r in &p.rules {
             if !self.tiers.iter().any(|t| t.name == r.tier) {
@@ -363,15 +363,15 @@ fn first_line(msg: &str) -> &str {
 /// Finds the key a toml/serde error is about: the field an "unknown field"
 /// message quotes, else the key written on the line of the error span.
 fn key_of_error(msg: &str, source: &str, span: Option<Range<usize>>) -> String {
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
-        if let Some(end) = rest.find('`') {
-            return rest[..end].to_string();
-        }
+    if let Some(rest) = msg.strip_prefix("unknown field `")
+        && let Some(end) = rest.find('`')
+    {
+        return rest[..end].to_string();
     }
-    if let Some(rest) = msg.strip_prefix("missing field `") {
-        if let Some(end) = rest.find('`') {
-            return rest[..end].to_string();
-        }
+    if let Some(rest) = msg.strip_prefix("missing field `")
+        && let Some(end) = rest.find('`')
+    {
+        return rest[..end].to_string();
     }
     if let Some(span) = span {
         let start = source[..span.start.min(source.len())]

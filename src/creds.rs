@@ -66,15 +66,15 @@ fn supplementary_groups(pid: u32, gid: u32) -> Vec<libc::gid_t> {
     if pid == 0 {
         return out;
     }
-    if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
-        if let Some(line) = status.lines().find(|l| l.starts_with("Groups:")) {
-            out.extend(
-                line["Groups:".len()..]
-                    .split_whitespace()
-                    .filter_map(|g| g.parse::<libc::gid_t>().ok())
-                    .filter(|&g| g != gid),
-            );
-        }
+    if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status"))
+        && let Some(line) = status.lines().find(|l| l.starts_with("Groups:"))
+    {
+        out.extend(
+            line["Groups:".len()..]
+                .split_whitespace()
+                .filter_map(|g| g.parse::<libc::gid_t>().ok())
+                .filter(|&g| g != gid),
+        );
     }
     out
 }

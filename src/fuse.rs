@@ -553,10 +553,8 @@ impl Filesystem for FuseFs {
                 Ok(a) => to_file_attr(&a),
                 Err(e) => return reply.error(err(e)),
             };
-            if off == 0 {
-                if reply.add(INodeNo(0), 1, ".", &Duration::ZERO, &dot, Generation(0)) {
-                    return reply.ok();
-                }
+            if off == 0 && reply.add(INodeNo(0), 1, ".", &Duration::ZERO, &dot, Generation(0)) {
+                return reply.ok();
             }
             if reply.add(INodeNo(0), 2, "..", &Duration::ZERO, &dot, Generation(0)) {
                 return reply.ok();

@@ -257,18 +257,18 @@ impl TierSet {
         let present: Vec<&str> = markers.iter().flatten().map(|m| m.id.as_str()).collect();
         if !adopt {
             for (t, m) in self.tiers.iter().zip(&markers) {
-                if let Some(m) = m {
-                    if m.dev != t.dev {
-                        return Err(tier_err(
-                            t,
-                            format!(
-                                "its marker says it lives on device {:#x} but it is on {:#x}: \
+                if let Some(m) = m
+                    && m.dev != t.dev
+                {
+                    return Err(tier_err(
+                        t,
+                        format!(
+                            "its marker says it lives on device {:#x} but it is on {:#x}: \
                                  the directory was copied or its filesystem is not the one dfs \
                                  knew; if this is intended, mount once with --adopt",
-                                m.dev, t.dev
-                            ),
-                        ));
-                    }
+                            m.dev, t.dev
+                        ),
+                    ));
                 }
             }
             for (t, m) in self.tiers.iter().zip(&markers) {

@@ -463,8 +463,8 @@ impl Fs {
                     rustix::fs::chownat(
                         &dir,
                         os(name),
-                        sa.uid.map(|u| rustix::fs::Uid::from_raw(u)),
-                        sa.gid.map(|g| rustix::fs::Gid::from_raw(g)),
+                        sa.uid.map(rustix::fs::Uid::from_raw),
+                        sa.gid.map(rustix::fs::Gid::from_raw),
                         AtFlags::SYMLINK_NOFOLLOW,
                     )?;
                 }
@@ -490,8 +490,8 @@ impl Fs {
             if sa.uid.is_some() || sa.gid.is_some() {
                 rustix::fs::fchown(
                     &fd,
-                    sa.uid.map(|u| rustix::fs::Uid::from_raw(u)),
-                    sa.gid.map(|g| rustix::fs::Gid::from_raw(g)),
+                    sa.uid.map(rustix::fs::Uid::from_raw),
+                    sa.gid.map(rustix::fs::Gid::from_raw),
                 )?;
             }
             if let Some(mode) = sa.mode {
@@ -607,10 +607,10 @@ impl Fs {
             );
             // chown may clear setgid; restore the exact mode.
             let _ = chmod_nofollow(&pdir, name, st.st_mode & 0o7777);
-            if let Ok(src) = self.tier(src_tier)?.open(prefix, OFlags::PATH) {
-                if let Ok(dst) = t.open(prefix, OFlags::PATH) {
-                    copy_xattrs(&src, &dst);
-                }
+            if let Ok(src) = self.tier(src_tier)?.open(prefix, OFlags::PATH)
+                && let Ok(dst) = t.open(prefix, OFlags::PATH)
+            {
+                copy_xattrs(&src, &dst);
             }
             let ts = Timestamps {
                 last_access: Timespec {
@@ -890,10 +890,10 @@ impl Fs {
             // 2. The rename itself, on a's tier.
             self.clone_parents(ta, dst_parent)?;
             let t = self.tier(ta)?;
-            if let Some((_, st)) = dst_copies.iter().find(|(i, _)| *i == ta) {
-                if is_dir(st) {
-                    self.remove_copy(ta, &dst, st)?; // invisible junk under a file
-                }
+            if let Some((_, st)) = dst_copies.iter().find(|(i, _)| *i == ta)
+                && is_dir(st)
+            {
+                self.remove_copy(ta, &dst, st)?; // invisible junk under a file
             }
             let (sd, sn) = t.parent(&src)?;
             let (dd, dn) = t.parent(&dst)?;

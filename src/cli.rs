@@ -1,15 +1,11 @@
 //! The `dfs` command line: `mount`, `check`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::fs::{Fs, Options};
-use crate::fuse::{CacheTimes, FuseFs};
 use crate::policy;
 use crate::tiers::TierSet;
 
@@ -198,7 +194,8 @@ pub fn parse_options(opts: &[String]) -> Result<MountSettings> {
     Ok(s)
 }
 
-fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
+/// The mount point, canonical, after checking it is an existing directory.
+pub fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
     let md = std::fs::metadata(mp).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             Error::Invalid(format!("mount point {} does not exist", mp.display()))
@@ -221,107 +218,13 @@ fn mount(a: MountArgs) -> Result<()> {
             "no mount point: give one on the command line or as `mountpoint` in the config".into(),
         )
     })?;
+    // Validate everything cheap before loading a plugin.
     let mut opts = cfg.mount_options.clone();
     opts.extend(a.options.iter().cloned());
-    let settings = parse_options(&opts)?;
-    let mp = check_mountpoint(&mp)?;
-    let tiers = TierSet::open(&cfg, Some(&mp), a.adopt, true)?;
+    parse_options(&opts)?;
+    check_mountpoint(&mp)?;
     let policy = policy::from_config(&cfg)?;
-
-    // Modes from the kernel are final (it already applied the caller's
-    // umask); the daemon's own umask must not mask them again.
-    rustix::process::umask(rustix::fs::Mode::empty());
-    raise_fd_limit();
-
-    let names: Vec<String> = tiers
-        .iter()
-        .map(|t| format!("{}={}", t.name, t.path.display()))
-        .collect();
-    let core = Arc::new(Fs::new(
-        tiers,
-        policy,
-        Options {
-            kernel_permissions: settings.default_permissions,
-        },
-    ));
-    let ttl = CacheTimes {
-        entry: Duration::from_secs(1),
-        attr: Duration::from_secs(1),
-    };
-    let fs = FuseFs::new(core.clone(), ttl);
-
-    let mut fcfg = fuser::Config::default();
-    fcfg.mount_options = settings.kernel.clone();
-    fcfg.mount_options
-        .push(fuser::MountOption::FSName(settings.fsname.clone()));
-    fcfg.mount_options
-        .push(fuser::MountOption::Subtype("dfs".into()));
-    if settings.default_permissions {
-        fcfg.mount_options
-            .push(fuser::MountOption::DefaultPermissions);
-    }
-    fcfg.acl = if settings.allow_other {
-        fuser::SessionACL::All
-    } else if settings.allow_root {
-        fuser::SessionACL::RootAndOwner
-    } else {
-        fuser::SessionACL::Owner
-    };
-    fcfg.n_threads = Some(settings.threads);
-    fcfg.clone_fd = true;
-
-    let crate::fuse::Mounted {
-        session,
-        mut unmounter,
-    } = crate::fuse::mount(
-        fs,
-        &mp,
-        &fcfg,
-        &settings.fsname,
-        settings.default_permissions,
-    )
-    .map_err(|e| Error::io(format!("cannot mount on {}", mp.display()), e))?;
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ])
-    .map_err(|e| Error::io("cannot install signal handlers", e))?;
-    let sig_mp = mp.clone();
-    std::thread::Builder::new()
-        .name("dfs-signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                log::info!("signal {sig}: unmounting {}", sig_mp.display());
-                if let Err(e) = unmounter.unmount() {
-                    log::error!("unmount of {} failed: {e}", sig_mp.display());
-                }
-            }
-        })
-        .map_err(|e| Error::io("cannot start the signal thread", e))?;
-
-    log::info!(
-        "mounted {} on {} (policy {}, {} threads, {}{}, I/O through the daemon)",
-        names.join(" "),
-        mp.display(),
-        core.policy().name(),
-        settings.threads,
-        if settings.allow_other {
-            "allow_other"
-        } else {
-            "owner only"
-        },
-        if settings.default_permissions {
-            ", default_permissions"
-        } else {
-            ""
-        },
-    );
-    session
-        .run()
-        .map_err(|e| Error::io(format!("session on {} ended", mp.display()), e))?;
-    log::info!("unmounted {}", mp.display());
-    Ok(())
+    crate::mount::run(&cfg, &mp, &a.options, a.adopt, policy)
 }
 
 fn check(a: CheckArgs) -> Result<()> {
@@ -364,21 +267,6 @@ fn check(a: CheckArgs) -> Result<()> {
     println!("mount options: {}", cfg.mount_options.join(","));
     println!("ok");
     Ok(())
-}
-
-fn raise_fd_limit() {
-    if let Ok(lim) = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .maximum
-        .ok_or(())
-    {
-        let _ = rustix::process::setrlimit(
-            rustix::process::Resource::Nofile,
-            rustix::process::Rlimit {
-                current: Some(lim),
-                maximum: Some(lim),
-            },
-        );
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::units::{Size, parse_size};
 
 /// The mount options the stock preset and a config without `[mount]` use.
 pub const DEFAULT_MOUNT_OPTIONS: &[&str] = &["allow_other", "default_permissions"];
@@ -49,6 +50,8 @@ pub struct TierConfig {
     pub name: String,
     /// The tier's root directory.
     pub path: PathBuf,
+    /// Below this much free space the tier takes no new names.
+    pub min_free: Option<Size>,
     /// Byte range of the tier's `path` value in the file, for error lines.
     pub span: Option<Range<usize>>,
 }
@@ -62,6 +65,10 @@ pub struct PolicyConfig {
     pub fallback: Option<String>,
     /// For `glob-rule`: the ordered rules.
     pub rules: Vec<RuleConfig>,
+    /// For `plugin`: the shared library to load.
+    pub path: Option<PathBuf>,
+    /// For `plugin`: `[policy.options]`, handed to the plugin as TOML text.
+    pub options: Option<toml::Table>,
     /// Byte range of `kind`, for error lines.
     pub kind_span: Option<Range<usize>>,
 }
@@ -92,6 +99,7 @@ struct RawConfig {
 struct RawTier {
     name: Spanned<String>,
     path: Spanned<PathBuf>,
+    min_free: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +109,8 @@ struct RawPolicy {
     fallback: Option<Spanned<String>>,
     #[serde(default)]
     rule: Vec<RawRule>,
+    path: Option<Spanned<PathBuf>>,
+    options: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +128,13 @@ struct RawMount {
 }
 
 /// The built-in policy kinds, for validation and help texts.
-pub const POLICY_KINDS: &[&str] = &["parent-dir", "first-found", "most-free", "glob-rule"];
+pub const POLICY_KINDS: &[&str] = &[
+    "parent-dir",
+    "first-found",
+    "most-free",
+    "glob-rule",
+    "plugin",
+];
 
 impl Config {
     /// Reads and parses a dfs.toml; errors carry file, line and key.
@@ -139,15 +155,22 @@ impl Config {
             let key = key_of_error(e.message(), source, span.clone());
             origin.error_at(span, &key, first_line(e.message()))
         })?;
-        let tiers = raw
-            .tier
-            .into_iter()
-            .map(|t| TierConfig {
+        let mut tiers = Vec::with_capacity(raw.tier.len());
+        for t in raw.tier {
+            let min_free = match t.min_free {
+                None => None,
+                Some(m) => Some(
+                    parse_size(m.get_ref())
+                        .map_err(|e| origin.error_at(Some(m.span()), "tier.min_free", &e))?,
+                ),
+            };
+            tiers.push(TierConfig {
                 name: t.name.get_ref().clone(),
                 span: Some(t.path.span()),
                 path: t.path.into_inner(),
-            })
-            .collect();
+                min_free,
+            });
+        }
         let policy = match raw.policy {
             None => PolicyConfig::default(),
             Some(p) => PolicyConfig {
@@ -157,6 +180,8 @@ impl Config {
                     .map(|k| k.into_inner())
                     .unwrap_or_else(|| DEFAULT_POLICY.to_string()),
                 fallback: p.fallback.map(|f| f.into_inner()),
+                path: p.path.map(|f| f.into_inner()),
+                options: p.options,
                 rules: p
                     .rule
                     .into_iter()
@@ -194,11 +219,13 @@ impl Config {
                 TierConfig {
                     name: "pss".into(),
                     path: pss.to_path_buf(),
+                    min_free: None,
                     span: None,
                 },
                 TierConfig {
                     name: "sss".into(),
                     path: sss.to_path_buf(),
+                    min_free: None,
                     span: None,
                 },
             ],
@@ -254,14 +281,35 @@ impl Config {
                 ),
             ));
         }
-        if let Some(fb) = &p.fallback
-            && (fb == "glob-rule" || !POLICY_KINDS.contains(&fb.as_str()))
-        {
+        if p.kind == "plugin" && p.path.is_none() {
             return Err(self.origin.error_at(
                 p.kind_span.clone(),
-                "policy.fallback",
-                &format!("unknown fallback policy `{fb}`"),
+                "policy.path",
+                "kind = \"plugin\" needs `path`, the plugin's shared library",
             ));
+        }
+        if p.kind != "plugin" && (p.path.is_some() || p.options.is_some()) {
+            return Err(self.origin.error_at(
+                p.kind_span.clone(),
+                "policy.path",
+                "`path` and `options` belong to kind = \"plugin\"",
+            ));
+        }
+        if let Some(fb) = &p.fallback {
+            if p.kind != "glob-rule" {
+                return Err(self.origin.error_at(
+                    p.kind_span.clone(),
+                    "policy.fallback",
+                    "`fallback` belongs to kind = \"glob-rule\"",
+                ));
+            }
+            if fb == "glob-rule" || fb == "plugin" || !POLICY_KINDS.contains(&fb.as_str()) {
+                return Err(self.origin.error_at(
+                    p.kind_span.clone(),
+                    "policy.fallback",
+                    &format!("unknown fallback policy `{fb}`"),
+                ));
+            }
         }
         for r in &p.rules {
             if !self.tiers.iter().any(|t| t.name == r.tier) {
@@ -291,14 +339,24 @@ impl Config {
         s += "# tiers in order, fastest first\n";
         for t in &self.tiers {
             s += &format!(
-                "[[tier]]\nname = {}\npath = {}\n\n",
+                "[[tier]]\nname = {}\npath = {}\n",
                 toml_str(&t.name),
                 toml_str(&t.path.to_string_lossy())
             );
+            if let Some(m) = &t.min_free {
+                s += &format!("min_free = {}\n", toml_str(&size_str(m)));
+            }
+            s += "\n";
         }
         s += &format!("[policy]\nkind = {}\n", toml_str(&self.policy.kind));
         if let Some(fb) = &self.policy.fallback {
             s += &format!("fallback = {}\n", toml_str(fb));
+        }
+        if let Some(p) = &self.policy.path {
+            s += &format!("path = {}\n", toml_str(&p.to_string_lossy()));
+        }
+        if let Some(o) = &self.policy.options {
+            s += &format!("\n[policy.options]\n{o}");
         }
         for r in &self.policy.rules {
             s += &format!(
@@ -313,12 +371,21 @@ impl Config {
     }
 }
 
+fn size_str(s: &Size) -> String {
+    match s {
+        Size::Bytes(b) => b.to_string(),
+        Size::Percent(p) => format!("{p}%"),
+    }
+}
+
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             kind: DEFAULT_POLICY.to_string(),
             fallback: None,
             rules: Vec::new(),
+            path: None,
+            options: None,
             kind_span: None,
         }
     }
@@ -445,6 +512,21 @@ options = ["allow_other", "default_permissions"]
         let e = parse_err("[[tier]]\nname = \"a\"\npath = \"/x\"\n[policy]\nkind = \"nope\"\n");
         assert!(e.starts_with("dfs.toml:5: key `policy.kind`"), "{e}");
         assert!(e.contains("unknown policy `nope`"), "{e}");
+    }
+
+    #[test]
+    fn min_free_and_plugin_keys() {
+        let c = Config::parse(
+            "[[tier]]\nname = \"a\"\npath = \"/x\"\nmin_free = \"10%\"\n[policy]\nkind = \"plugin\"\npath = \"/p.so\"\n[policy.options]\nk = 1\n",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(c.tiers[0].min_free, Some(Size::Percent(10.0)));
+        assert_eq!(c.policy.path.as_deref(), Some(Path::new("/p.so")));
+        let e = parse_err("[[tier]]\nname = \"a\"\npath = \"/x\"\nmin_free = \"lots\"\n");
+        assert!(e.starts_with("dfs.toml:4: key `tier.min_free`"), "{e}");
+        let e = parse_err("[[tier]]\nname = \"a\"\npath = \"/x\"\n[policy]\nkind = \"plugin\"\n");
+        assert!(e.contains("policy.path"), "{e}");
     }
 
     #[test]

@@ -15,5 +15,7 @@ pub mod creds;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod mount;
 pub mod policy;
 pub mod tiers;
+pub mod units;

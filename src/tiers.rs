@@ -42,6 +42,8 @@ pub struct Tier {
     root: OwnedFd,
     /// st_dev of the root, recorded in the marker.
     pub dev: u64,
+    /// Below this much free space the tier takes no new names.
+    pub min_free: Option<crate::units::Size>,
 }
 
 /// The ordered tiers of one mount.
@@ -369,6 +371,7 @@ fn open_tier(cfg: &Config, index: usize, tc: &TierConfig) -> Result<Tier> {
         path,
         root,
         dev: md.dev(),
+        min_free: tc.min_free,
     })
 }
 

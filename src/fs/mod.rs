@@ -534,6 +534,7 @@ impl Fs {
             .iter()
             .map(|t| Box::new(move || tier_space(t)) as Box<dyn Fn() -> Space + '_>)
             .collect();
+        // A tier below its min_free takes no new names, whatever the policy.
         let views: Vec<TierView<'_>> = self
             .tiers
             .iter()
@@ -546,7 +547,17 @@ impl Fs {
                     space_fns[t.index].as_ref(),
                 )
             })
+            .filter(|v| match self.tier(v.index).ok().and_then(|t| t.min_free) {
+                None => true,
+                Some(min) => {
+                    let s = v.space();
+                    s.free_bytes > min.bytes_of(s.total_bytes)
+                }
+            })
             .collect();
+        if views.is_empty() {
+            return Err(Errno(libc::ENOSPC));
+        }
         let req = CreateRequest {
             path: Path::new(os(rel)),
             kind,
@@ -555,13 +566,13 @@ impl Fs {
             mode,
         };
         let chosen = self.policy.choose(&req, &views).map_err(Errno)?;
-        if chosen >= self.tiers.len() {
+        if !views.iter().any(|v| v.index == chosen) {
             log::error!(
-                "policy `{}` chose tier {} for {:?}, but there are only {} tiers",
+                "policy `{}` chose tier {} for {:?}, which is not one of the tiers offered ({})",
                 self.policy.name(),
                 chosen,
                 os(rel),
-                self.tiers.len()
+                views.iter().map(|v| v.name).collect::<Vec<_>>().join(", ")
             );
             return Err(Errno(libc::EIO));
         }

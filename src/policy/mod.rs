@@ -15,11 +15,13 @@ mod first_found;
 mod glob_rule;
 mod most_free;
 mod parent_dir;
+mod plugin;
 
 pub use first_found::FirstFound;
 pub use glob_rule::GlobRule;
 pub use most_free::MostFree;
 pub use parent_dir::ParentDir;
+pub use plugin::PluginPolicy;
 
 /// What kind of name is being created; policies may place them differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +159,18 @@ fn build(p: &PolicyConfig, cfg: &Config, kind: &str) -> Result<Arc<dyn Policy>> 
                 })
                 .collect::<Result<Vec<_>>>()?;
             Arc::new(GlobRule::new(&rules, fallback)?)
+        }
+        "plugin" => {
+            let path = p.path.as_ref().ok_or_else(|| {
+                cfg.origin
+                    .error_at(p.kind_span.clone(), "policy.path", "a plugin needs `path`")
+            })?;
+            let options = p
+                .options
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            Arc::new(PluginPolicy::load(path, &options)?)
         }
         other => {
             return Err(cfg.origin.error_at(

@@ -4,7 +4,9 @@ use super::{CreateRequest, Policy, TierView};
 
 /// A new name goes to the first tier (in order) on which its parent
 /// directory already exists, so related files stay together and the fast
-/// tier keeps what is created under directories that live there.
+/// tier keeps what is created under directories that live there. When no
+/// offered tier has the parent (those that do are below their `min_free`),
+/// the first offered tier takes it and dfs recreates the parent chain.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ParentDir;
 
@@ -17,8 +19,9 @@ impl Policy for ParentDir {
         tiers
             .iter()
             .find(|t| t.parent_exists)
+            .or(tiers.first())
             .map(|t| t.index)
-            .ok_or(libc::ENOENT)
+            .ok_or(libc::ENOSPC)
     }
 }
 
@@ -34,7 +37,8 @@ mod tests {
             (&[(true, 1, 10), (true, 9, 10)], Ok(0)),
             (&[(false, 1, 10), (true, 9, 10)], Ok(1)),
             (&[(false, 1, 10), (false, 9, 10), (true, 0, 1)], Ok(2)),
-            (&[(false, 1, 10), (false, 9, 10)], Err(libc::ENOENT)),
+            (&[(false, 1, 10), (false, 9, 10)], Ok(0)),
+            (&[], Err(libc::ENOSPC)),
         ];
         for (tiers, want) in cases {
             assert_eq!(run(&ParentDir, "a/b", tiers), *want, "{tiers:?}");

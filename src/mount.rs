@@ -1,0 +1,141 @@
+//! Mounting: the tier set, the core and the FUSE session, run until
+//! unmounted. `dfs mount` uses it; so can a program that brings its own
+//! statically linked [`Policy`] (see examples/static_policy.rs).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::{check_mountpoint, parse_options};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fs::{Fs, Options};
+use crate::fuse::{CacheTimes, FuseFs};
+use crate::policy::Policy;
+use crate::tiers::TierSet;
+
+/// Mounts the tiers of `cfg` on `mountpoint`, placing new names with
+/// `policy`, and serves until a signal (SIGINT, SIGTERM, SIGHUP) or an
+/// external unmount ends the session. `extra_options` are `-o` words that
+/// add to or override the config's `[mount] options`; `adopt` accepts tiers
+/// whose marker is missing or stale.
+pub fn run(
+    cfg: &Config,
+    mountpoint: &Path,
+    extra_options: &[String],
+    adopt: bool,
+    policy: Arc<dyn Policy>,
+) -> Result<()> {
+    let mut opts = cfg.mount_options.clone();
+    opts.extend(extra_options.iter().cloned());
+    let settings = parse_options(&opts)?;
+    let mp = check_mountpoint(mountpoint)?;
+    let tiers = TierSet::open(cfg, Some(&mp), adopt, true)?;
+
+    // Modes from the kernel are final (it already applied the caller's
+    // umask); the daemon's own umask must not mask them again.
+    rustix::process::umask(rustix::fs::Mode::empty());
+    raise_fd_limit();
+
+    let names: Vec<String> = tiers
+        .iter()
+        .map(|t| format!("{}={}", t.name, t.path.display()))
+        .collect();
+    let core = Arc::new(Fs::new(
+        tiers,
+        policy,
+        Options {
+            kernel_permissions: settings.default_permissions,
+        },
+    ));
+    let ttl = CacheTimes {
+        entry: Duration::from_secs(1),
+        attr: Duration::from_secs(1),
+    };
+    let fs = FuseFs::new(core.clone(), ttl);
+
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = settings.kernel.clone();
+    fcfg.mount_options
+        .push(fuser::MountOption::FSName(settings.fsname.clone()));
+    fcfg.mount_options
+        .push(fuser::MountOption::Subtype("dfs".into()));
+    if settings.default_permissions {
+        fcfg.mount_options
+            .push(fuser::MountOption::DefaultPermissions);
+    }
+    fcfg.acl = if settings.allow_other {
+        fuser::SessionACL::All
+    } else if settings.allow_root {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        fuser::SessionACL::Owner
+    };
+    fcfg.n_threads = Some(settings.threads);
+    fcfg.clone_fd = true;
+
+    let crate::fuse::Mounted {
+        session,
+        mut unmounter,
+    } = crate::fuse::mount(
+        fs,
+        &mp,
+        &fcfg,
+        &settings.fsname,
+        settings.default_permissions,
+    )
+    .map_err(|e| Error::io(format!("cannot mount on {}", mp.display()), e))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let sig_mp = mp.clone();
+    std::thread::Builder::new()
+        .name("dfs-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: unmounting {}", sig_mp.display());
+                if let Err(e) = unmounter.unmount() {
+                    log::error!("unmount of {} failed: {e}", sig_mp.display());
+                }
+            }
+        })
+        .map_err(|e| Error::io("cannot start the signal thread", e))?;
+
+    log::info!(
+        "mounted {} on {} (policy {}, {} threads, {}{}, I/O through the daemon)",
+        names.join(" "),
+        mp.display(),
+        core.policy().name(),
+        settings.threads,
+        if settings.allow_other {
+            "allow_other"
+        } else {
+            "owner only"
+        },
+        if settings.default_permissions {
+            ", default_permissions"
+        } else {
+            ""
+        },
+    );
+    session
+        .run()
+        .map_err(|e| Error::io(format!("session on {} ended", mp.display()), e))?;
+    log::info!("unmounted {}", mp.display());
+    Ok(())
+}
+
+fn raise_fd_limit() {
+    if let Some(lim) = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(lim),
+                maximum: Some(lim),
+            },
+        );
+    }
+}

@@ -44,7 +44,8 @@ struct MountArgs {
     config: Option<PathBuf>,
     /// Mount options, comma separated: allow_other, noallow_other,
     /// default_permissions, nodefault_permissions, ro, rw, nodev, nosuid,
-    /// noexec, noatime, sync, dirsync, fsname=NAME, threads=N. These add to
+    /// noexec, noatime, sync, dirsync, fsname=NAME, threads=N,
+    /// nopassthrough (serve reads and writes through the daemon). These add to
     /// or override the config's `[mount] options`.
     #[arg(short = 'o', value_name = "OPTIONS", value_delimiter = ',')]
     options: Vec<String>,
@@ -129,6 +130,8 @@ pub struct MountSettings {
     pub threads: usize,
     /// Name shown in /proc/mounts.
     pub fsname: String,
+    /// Kernel passthrough I/O where available.
+    pub passthrough: bool,
 }
 
 /// Parses mount options in order, later ones overriding earlier ones.
@@ -144,6 +147,7 @@ pub fn parse_options(opts: &[String]) -> Result<MountSettings> {
             .unwrap_or(2)
             .clamp(2, 16),
         fsname: "dfs".into(),
+        passthrough: true,
     };
     let set_flag = |s: &mut MountSettings, on: M, off: M| {
         s.kernel.retain(|k| *k != on && *k != off);
@@ -170,6 +174,8 @@ pub fn parse_options(opts: &[String]) -> Result<MountSettings> {
             "sync" => set_flag(&mut s, M::Sync, M::Async),
             "async" => set_flag(&mut s, M::Async, M::Sync),
             "dirsync" => s.kernel.push(M::DirSync),
+            "passthrough" => s.passthrough = true,
+            "nopassthrough" => s.passthrough = false,
             // fstab and mount(8) words that mean nothing to the kernel.
             "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev" | "nofail" => {
             }

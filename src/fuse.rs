@@ -17,6 +17,8 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use dashmap::DashMap;
+
 use crate::creds::Caller;
 use crate::fs::{Attr, Errno, Fs, SetAttr, SetTime};
 
@@ -123,16 +125,86 @@ pub struct CacheTimes {
     pub attr: Duration,
 }
 
+/// A kernel passthrough registration shared by every open handle of a node:
+/// the kernel requires one backing file per inode while any handle is open.
+struct Backing {
+    id: fuser::BackingId,
+    opens: usize,
+}
+
 /// The fuser `Filesystem` over the dfs core.
 pub struct FuseFs {
     core: Arc<Fs>,
     ttl: CacheTimes,
+    /// Passthrough wanted by the configuration...
+    want_passthrough: bool,
+    /// ...and granted by the kernel at init.
+    passthrough: bool,
+    backings: DashMap<u64, Backing>,
+    /// Open handles served by passthrough: fh -> node id.
+    pt_handles: DashMap<u64, u64>,
 }
 
 impl FuseFs {
-    /// Wraps the core.
-    pub fn new(core: Arc<Fs>, ttl: CacheTimes) -> Self {
-        FuseFs { core, ttl }
+    /// Wraps the core; `passthrough` asks for kernel passthrough I/O, used
+    /// when the kernel and privileges allow it.
+    pub fn new(core: Arc<Fs>, ttl: CacheTimes, passthrough: bool) -> Self {
+        FuseFs {
+            core,
+            ttl,
+            want_passthrough: passthrough,
+            passthrough: false,
+            backings: DashMap::new(),
+            pt_handles: DashMap::new(),
+        }
+    }
+
+    /// Registers (or reuses) the node's backing file for the open handle
+    /// `fh`. `None` means serve this handle through the daemon.
+    fn backing_for<'a>(
+        &'a self,
+        ino: u64,
+        fh: u64,
+        register: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
+    ) -> Option<dashmap::mapref::one::RefMut<'a, u64, Backing>> {
+        if !self.passthrough {
+            return None;
+        }
+        let entry = match self.backings.entry(ino) {
+            dashmap::Entry::Occupied(mut o) => {
+                o.get_mut().opens += 1;
+                o.into_ref()
+            }
+            dashmap::Entry::Vacant(v) => {
+                let file = match self.core.backing_file(fh) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        log::debug!("no backing file for node {ino}: {e}");
+                        return None;
+                    }
+                };
+                match register(&file) {
+                    Ok(id) => v.insert(Backing { id, opens: 1 }),
+                    Err(e) => {
+                        log::warn!(
+                            "passthrough refused for node {ino} ({e}); serving it through the daemon"
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        self.pt_handles.insert(fh, ino);
+        Some(entry)
+    }
+
+    fn release_backing(&self, fh: u64) {
+        if let Some((_, ino)) = self.pt_handles.remove(&fh) {
+            if let Some(mut b) = self.backings.get_mut(&ino) {
+                b.opens = b.opens.saturating_sub(1);
+            }
+            self.backings.remove_if(&ino, |_, b| b.opens == 0);
+        }
     }
 }
 
@@ -261,6 +333,25 @@ impl Filesystem for FuseFs {
         let caps = config.capabilities();
         if let Err(missing) = config.add_capabilities(wanted & caps) {
             log::warn!("kernel refused FUSE capabilities {missing:?}");
+        }
+        let root = rustix::process::geteuid().as_raw() == 0;
+        if self.want_passthrough
+            && root
+            && caps.contains(InitFlags::FUSE_PASSTHROUGH)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough = true;
+            log::info!("I/O mode: kernel passthrough (reads, writes and mmap bypass the daemon)");
+        } else {
+            let why = if !self.want_passthrough {
+                "disabled by -o nopassthrough"
+            } else if !root {
+                "needs root (CAP_SYS_ADMIN)"
+            } else {
+                "not offered by this kernel (needs Linux 6.9 or later)"
+            };
+            log::info!("I/O mode: through the daemon (passthrough {why})");
         }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
@@ -411,7 +502,10 @@ impl Filesystem for FuseFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.core.open(caller(req), ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => match self.backing_for(ino.0, fh, |f| reply.open_backing(f)) {
+                Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b.id),
+                None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            },
             Err(e) => reply.error(err(e)),
         }
     }
@@ -472,6 +566,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.release_backing(fh.0);
         self.core.release(fh.0);
         reply.ok();
     }
@@ -708,15 +803,41 @@ impl Filesystem for FuseFs {
             .core
             .create(caller(req), parent.0, bytes(name), mode, flags)
         {
-            Ok((a, fh)) => reply.created(
-                &self.ttl.entry,
-                &to_file_attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((a, fh)) => match self.backing_for(a.ino, fh, |f| reply.open_backing(f)) {
+                Some(b) => reply.created_passthrough(
+                    &self.ttl.entry,
+                    &to_file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                    &b.id,
+                ),
+                None => reply.created(
+                    &self.ttl.entry,
+                    &to_file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+            },
             Err(e) => reply.error(err(e)),
         }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // Like a regular file on a local filesystem: no terminal or device
+        // ioctls (isatty() asks this on every stdio open).
+        reply.error(FErrno::from_i32(libc::ENOTTY));
     }
 
     fn fallocate(

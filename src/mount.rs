@@ -52,7 +52,7 @@ pub fn run(
         entry: Duration::from_secs(1),
         attr: Duration::from_secs(1),
     };
-    let fs = FuseFs::new(core.clone(), ttl);
+    let fs = FuseFs::new(core.clone(), ttl, settings.passthrough);
 
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = settings.kernel.clone();
@@ -105,7 +105,7 @@ pub fn run(
         .map_err(|e| Error::io("cannot start the signal thread", e))?;
 
     log::info!(
-        "mounted {} on {} (policy {}, {} threads, {}{}, I/O through the daemon)",
+        "mounted {} on {} (policy {}, {} threads, {}{})",
         names.join(" "),
         mp.display(),
         core.policy().name(),

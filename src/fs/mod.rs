@@ -417,8 +417,21 @@ impl Fs {
             let st = rustix::fs::fstat(&h.file)?;
             return Ok(Attr { ino, st });
         }
-        let (_, st, _) = self.locate(ino)?;
-        Ok(Attr { ino, st })
+        match self.locate(ino) {
+            Ok((_, st, _)) => Ok(Attr { ino, st }),
+            Err(e) => {
+                // fstat of an unlinked file arrives without its handle:
+                // answer from any handle still open on the node.
+                let h = self
+                    .files
+                    .iter()
+                    .find(|h| h.ino == ino)
+                    .map(|h| h.value().clone())
+                    .ok_or(e)?;
+                let st = rustix::fs::fstat(&h.file)?;
+                Ok(Attr { ino, st })
+            }
+        }
     }
 
     /// chmod, chown, truncate and utimens. Directories change on every tier
@@ -1038,6 +1051,19 @@ impl Fs {
             .get(&fh)
             .map(|h| h.clone())
             .ok_or(Errno(libc::EBADF))
+    }
+
+    /// A read-write reopening of the open file `fh` (read-only where the
+    /// tier refuses writes), to register as the node's passthrough backing
+    /// file: one backing file serves every handle of the node, so it must
+    /// allow what any of them may do.
+    pub fn backing_file(&self, fh: u64) -> Result<File> {
+        let h = self.handle(fh)?;
+        let p = format!("/proc/self/fd/{}", h.file.as_raw_fd());
+        match std::fs::OpenOptions::new().read(true).write(true).open(&p) {
+            Ok(f) => Ok(f),
+            Err(_) => Ok(std::fs::File::open(&p)?),
+        }
     }
 
     /// Reads up to `size` bytes at `offset` (short only at end of file).

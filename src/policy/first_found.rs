@@ -24,12 +24,12 @@ impl Policy for FirstFound {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::run;
+    use super::super::testutil::{Case, run};
     use super::*;
 
     #[test]
     fn decisions() {
-        let cases: &[(&[(bool, u64, u64)], Result<usize, i32>)] = &[
+        let cases: &[Case] = &[
             (&[(false, 5, 10), (true, 9, 10)], Ok(0)),
             (&[(true, 0, 10), (true, 9, 10)], Ok(1)),
             (&[(true, 0, 10), (true, 0, 10)], Err(libc::ENOSPC)),

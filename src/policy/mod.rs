@@ -186,6 +186,9 @@ fn build(p: &PolicyConfig, cfg: &Config, kind: &str) -> Result<Arc<dyn Policy>> 
 pub(crate) mod testutil {
     use super::*;
 
+    /// One table row: tiers as (parent exists, free, total), and the answer.
+    pub type Case = (&'static [(bool, u64, u64)], std::result::Result<usize, i32>);
+
     /// Table-driven helper: tiers with (parent_exists, free, total).
     pub fn run(
         p: &dyn Policy,

@@ -25,12 +25,12 @@ impl Policy for MostFree {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::run;
+    use super::super::testutil::{Case, run};
     use super::*;
 
     #[test]
     fn decisions() {
-        let cases: &[(&[(bool, u64, u64)], Result<usize, i32>)] = &[
+        let cases: &[Case] = &[
             (&[(true, 5, 10), (true, 9, 10)], Ok(1)),
             (&[(true, 9, 10), (true, 9, 10)], Ok(0)),
             (&[(true, 0, 10), (false, 0, 10)], Err(libc::ENOSPC)),

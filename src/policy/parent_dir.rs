@@ -27,13 +27,13 @@ impl Policy for ParentDir {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::run;
+    use super::super::testutil::{Case, run};
     use super::*;
 
     #[test]
     fn decisions() {
         // (parent exists, free, total) per tier -> expected
-        let cases: &[(&[(bool, u64, u64)], Result<usize, i32>)] = &[
+        let cases: &[Case] = &[
             (&[(true, 1, 10), (true, 9, 10)], Ok(0)),
             (&[(false, 1, 10), (true, 9, 10)], Ok(1)),
             (&[(false, 1, 10), (false, 9, 10), (true, 0, 1)], Ok(2)),

@@ -166,6 +166,41 @@ pub struct Fs {
     next_fh: AtomicU64,
     locks: NameLocks,
     opts: Options,
+    /// Whether directory copies carry their union id in [`INO_XATTR`]
+    /// (needs root for the trusted namespace).
+    ino_xattr: bool,
+}
+
+/// xattr in which a directory copy made by dfs records its union node id.
+/// Hidden from clients: it can be neither read, listed nor set through the
+/// mount.
+pub const INO_XATTR: &str = "trusted.dfs.ino";
+
+fn is_internal_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.dfs.")
+}
+
+fn read_ino_xattr(dir: &OwnedFd, name: &[u8]) -> Option<u64> {
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name);
+    let mut buf = [0u8; 8];
+    match rustix::fs::lgetxattr(os(&p), INO_XATTR, &mut buf[..]) {
+        Ok(8) => Some(u64::from_le_bytes(buf)),
+        _ => None,
+    }
+}
+
+fn write_ino_xattr(dir: &OwnedFd, name: &[u8], ino: u64) {
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name);
+    if let Err(e) = rustix::fs::lsetxattr(
+        os(&p),
+        INO_XATTR,
+        &ino.to_le_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    ) {
+        log::debug!("cannot record the node id of {:?}: {e}", os(name));
+    }
 }
 
 /// Errors meaning "this name is not on this tier": missing, a non-directory
@@ -296,6 +331,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             locks: NameLocks::new(),
             opts,
+            ino_xattr: rustix::process::geteuid().as_raw() == 0,
         }
     }
 
@@ -353,6 +389,24 @@ impl Fs {
         Ok(v)
     }
 
+    /// The node id of `rel`'s copy on `tier` whose stat is `st`. A directory
+    /// copy that dfs created to extend a parent chain carries the id of the
+    /// copy it was cloned from, so the directory keeps its st_ino when the
+    /// new copy becomes the winning one.
+    fn union_ino(&self, tier: usize, rel: &[u8], st: &Stat) -> u64 {
+        if is_dir(st) && self.ino_xattr && !rel.is_empty() {
+            if let Some(ino) = self
+                .tier(tier)
+                .ok()
+                .and_then(|t| t.parent(rel).ok())
+                .and_then(|(dir, name)| read_ino_xattr(&dir, name))
+            {
+                return ino;
+            }
+        }
+        self.nodes.ino_for(st.st_dev, st.st_ino)
+    }
+
     fn attr_of(&self, st: Stat) -> Attr {
         Attr {
             ino: self.nodes.ino_for(st.st_dev, st.st_ino),
@@ -400,7 +454,10 @@ impl Fs {
         }
         let rel = self.child(parent, name)?;
         let (tier, st) = self.find(&rel)?.ok_or(Errno(libc::ENOENT))?;
-        let a = self.attr_of(st);
+        let a = Attr {
+            ino: self.union_ino(tier, &rel, &st),
+            st,
+        };
         self.nodes.remember(a.ino, kind_of(&st), tier, parent, name);
         Ok(a)
     }
@@ -616,6 +673,7 @@ impl Fs {
                 .into_iter()
                 .find(|(_, s)| is_dir(s))
                 .ok_or(Errno(libc::ENOENT))?;
+            let union_ino = self.union_ino(src_tier, prefix, &st);
             let (pdir, name) = t.parent(prefix)?;
             match rustix::fs::mkdirat(&pdir, os(name), Mode::from_raw_mode(st.st_mode & 0o7777)) {
                 Ok(()) => {}
@@ -646,6 +704,9 @@ impl Fs {
                     tv_nsec: st.st_mtime_nsec as _,
                 },
             };
+            if self.ino_xattr {
+                write_ino_xattr(&pdir, name, union_ino);
+            }
             let _ = rustix::fs::utimensat(&pdir, os(name), &ts, AtFlags::SYMLINK_NOFOLLOW);
         }
         Ok(())
@@ -836,6 +897,7 @@ impl Fs {
         if !dir::is_empty(&self.tiers, &rel)? {
             return Err(Errno(libc::ENOTEMPTY));
         }
+        let ino = self.union_ino(copies[0].0, &rel, &winner);
         for (i, st) in copies.iter().rev() {
             let (dir, n) = self.tier(*i)?.parent(&rel)?;
             if is_dir(st) {
@@ -844,7 +906,6 @@ impl Fs {
                 self.remove_copy(*i, &rel, st)?;
             }
         }
-        let ino = self.nodes.ino_for(winner.st_dev, winner.st_ino);
         self.nodes.drop_link(ino, parent, name);
         Ok(())
     }
@@ -881,17 +942,17 @@ impl Fs {
         if noreplace && !dst_copies.is_empty() {
             return Err(Errno(libc::EEXIST));
         }
-        let src_ino = self.nodes.ino_for(sst.st_dev, sst.st_ino);
+        let src_ino = self.union_ino(ta, &src, &sst);
         if exchange {
-            let (_, dst_st) = dst_copies.first().copied().ok_or(Errno(libc::ENOENT))?;
+            let (tb, dst_st) = dst_copies.first().copied().ok_or(Errno(libc::ENOENT))?;
+            let dst_ino = self.union_ino(tb, &dst, &dst_st);
             self.exchange(c, &src, &src_copies, &dst, &dst_copies)?;
-            let dst_ino = self.nodes.ino_for(dst_st.st_dev, dst_st.st_ino);
             self.nodes.rename(src_ino, parent, name, newparent, newname);
             self.nodes.rename(dst_ino, newparent, newname, parent, name);
             return Ok(());
         }
         let mut dst_ino = None;
-        if let Some((_, dw)) = dst_copies.first() {
+        if let Some((tb, dw)) = dst_copies.first() {
             if dw.st_dev == sst.st_dev && dw.st_ino == sst.st_ino {
                 return Ok(()); // two names of one file: POSIX says do nothing
             }
@@ -903,7 +964,7 @@ impl Fs {
                 }
                 _ => {}
             }
-            dst_ino = Some(self.nodes.ino_for(dw.st_dev, dw.st_ino));
+            dst_ino = Some(self.union_ino(*tb, &dst, dw));
         }
         let (dst_parent, _) = split_parent(&dst);
         if !is_dir(&sst) {
@@ -1214,7 +1275,12 @@ impl Fs {
             .and_then(|f| f.as_ref())
             .ok_or(Errno(libc::ENOENT))?;
         let st = rustix::fs::statat(fd, os(&e.name), AtFlags::SYMLINK_NOFOLLOW)?;
-        let a = self.attr_of(st);
+        let mut a = self.attr_of(st);
+        if is_dir(&st) && self.ino_xattr {
+            if let Some(ino) = read_ino_xattr(fd, &e.name) {
+                a.ino = ino;
+            }
+        }
         self.nodes
             .remember(a.ino, kind_of(&st), e.tier, h.ino, &e.name);
         Ok(a)
@@ -1304,6 +1370,9 @@ impl Fs {
 
     /// getxattr on the winning copy; `size` 0 asks for the length.
     pub fn getxattr(&self, ino: u64, name: &[u8], size: u32) -> Result<Vec<u8>> {
+        if is_internal_xattr(name) {
+            return Err(Errno(libc::ENODATA));
+        }
         let (fds, _) = self.xattr_target(ino)?;
         let (_, fd) = fds.first().ok_or(Errno(libc::ENOENT))?;
         let p = proc_path(fd);
@@ -1322,14 +1391,21 @@ impl Fs {
         let (fds, _) = self.xattr_target(ino)?;
         let (_, fd) = fds.first().ok_or(Errno(libc::ENOENT))?;
         let p = proc_path(fd);
-        if size == 0 {
-            let n = rustix::fs::listxattr(p.as_str(), &mut [0u8; 0][..])?;
-            return Ok(vec![0; n]);
-        }
-        let mut buf = vec![0u8; size as usize];
+        let n = rustix::fs::listxattr(p.as_str(), &mut [0u8; 0][..])?;
+        let mut buf = vec![0u8; n + 1024];
         let n = rustix::fs::listxattr(p.as_str(), &mut buf[..])?;
         buf.truncate(n);
-        Ok(buf)
+        let mut out = Vec::with_capacity(n);
+        for name in buf.split(|&b| b == 0).filter(|s| !s.is_empty()) {
+            if !is_internal_xattr(name) {
+                out.extend_from_slice(name);
+                out.push(0);
+            }
+        }
+        if size == 0 {
+            return Ok(vec![0; out.len()]);
+        }
+        Ok(out)
     }
 
     /// setxattr: every copy of a directory, the winning copy of a file.
@@ -1341,6 +1417,9 @@ impl Fs {
         value: &[u8],
         flags: i32,
     ) -> Result<()> {
+        if is_internal_xattr(name) {
+            return Err(Errno(libc::EPERM));
+        }
         let (fds, _) = self.xattr_target(ino)?;
         for (_, fd) in fds.iter().rev() {
             let p = proc_path(fd);
@@ -1358,6 +1437,9 @@ impl Fs {
 
     /// removexattr: like setxattr.
     pub fn removexattr(&self, c: Caller, ino: u64, name: &[u8]) -> Result<()> {
+        if is_internal_xattr(name) {
+            return Err(Errno(libc::EPERM));
+        }
         let (fds, _) = self.xattr_target(ino)?;
         for (i, (_, fd)) in fds.iter().enumerate().rev() {
             let p = proc_path(fd);

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
-use crate::units::{Size, parse_size};
+use crate::units::{Size, parse_duration, parse_size};
+use std::time::Duration;
 
 /// The mount options the stock preset and a config without `[mount]` use.
 pub const DEFAULT_MOUNT_OPTIONS: &[&str] = &["allow_other", "default_permissions"];
@@ -31,6 +32,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Mount options as written (`allow_other`, `noallow_other`, ...).
     pub mount_options: Vec<String>,
+    /// Kernel cache lifetimes.
+    pub cache: CacheConfig,
     /// The file this came from, so later checks can still point at a line.
     pub origin: Origin,
 }
@@ -41,6 +44,29 @@ pub struct Origin {
     /// The config file, or `None` for a preset built from the command line.
     pub file: Option<PathBuf>,
     source: String,
+}
+
+/// The `[cache]` table: how long the kernel may trust what dfs told it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheConfig {
+    /// Name -> node mappings.
+    pub entry: Duration,
+    /// Attributes.
+    pub attr: Duration,
+    /// "No such name" answers.
+    pub negative: Duration,
+}
+
+impl Default for CacheConfig {
+    /// Short lifetimes: a change made directly on a tier shows through the
+    /// mount within a second.
+    fn default() -> Self {
+        CacheConfig {
+            entry: Duration::from_secs(1),
+            attr: Duration::from_secs(1),
+            negative: Duration::from_secs(1),
+        }
+    }
 }
 
 /// One `[[tier]]` table.
@@ -92,6 +118,15 @@ struct RawConfig {
     tier: Vec<RawTier>,
     policy: Option<RawPolicy>,
     mount: Option<RawMount>,
+    cache: Option<RawCache>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    entry: Option<Spanned<String>>,
+    attr: Option<Spanned<String>>,
+    negative: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -200,11 +235,25 @@ impl Config {
                 .map(|s| s.to_string())
                 .collect(),
         };
+        let mut cache = CacheConfig::default();
+        if let Some(c) = raw.cache {
+            for (field, key, slot) in [
+                (c.entry, "cache.entry", &mut cache.entry),
+                (c.attr, "cache.attr", &mut cache.attr),
+                (c.negative, "cache.negative", &mut cache.negative),
+            ] {
+                if let Some(v) = field {
+                    *slot = parse_duration(v.get_ref())
+                        .map_err(|e| origin.error_at(Some(v.span()), key, &e))?;
+                }
+            }
+        }
         let cfg = Config {
             mountpoint: raw.mountpoint,
             tiers,
             policy,
             mount_options,
+            cache,
             origin,
         };
         cfg.check_semantics()?;
@@ -234,6 +283,7 @@ impl Config {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            cache: CacheConfig::default(),
             origin: Origin::default(),
         }
     }
@@ -363,6 +413,14 @@ impl Config {
                 "\n[[policy.rule]]\nglob = {}\ntier = {}\n",
                 toml_str(&r.glob),
                 toml_str(&r.tier)
+            );
+        }
+        if self.cache != CacheConfig::default() {
+            s += &format!(
+                "\n[cache]\nentry = {}\nattr = {}\nnegative = {}\n",
+                toml_str(&format!("{}ms", self.cache.entry.as_millis())),
+                toml_str(&format!("{}ms", self.cache.attr.as_millis())),
+                toml_str(&format!("{}ms", self.cache.negative.as_millis())),
             );
         }
         let opts: Vec<String> = self.mount_options.iter().map(|o| toml_str(o)).collect();

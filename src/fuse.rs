@@ -123,6 +123,8 @@ pub struct CacheTimes {
     pub entry: Duration,
     /// How long the kernel may trust a node's attributes.
     pub attr: Duration,
+    /// How long the kernel may trust that a name does not exist.
+    pub negative: Duration,
 }
 
 /// A kernel passthrough registration shared by every open handle of a node:
@@ -279,6 +281,27 @@ pub fn to_file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// Attributes of nothing: node id 0, for entries that take no reference.
+fn blank_attr(kind: FileType) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
         TimeOrNow::Now => SetTime::Now,
@@ -360,7 +383,15 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, self.core.lookup(parent.0, bytes(name)));
+        match self.core.lookup(parent.0, bytes(name)) {
+            Err(Errno(libc::ENOENT)) if !self.ttl.negative.is_zero() => {
+                // Node id 0: the kernel caches "no such name" for a while.
+                let mut none = blank_attr(FileType::RegularFile);
+                none.ino = INodeNo(0);
+                reply.entry_with_ttls(&Duration::ZERO, &self.ttl.negative, &none, Generation(0));
+            }
+            r => self.entry(reply, r),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -680,23 +711,7 @@ impl Filesystem for FuseFs {
                 Err(_) => {
                     // Vanished since the listing was built: list the name
                     // without an entry (node id 0 takes no reference).
-                    let blank = FileAttr {
-                        ino: INodeNo(0),
-                        size: 0,
-                        blocks: 0,
-                        atime: UNIX_EPOCH,
-                        mtime: UNIX_EPOCH,
-                        ctime: UNIX_EPOCH,
-                        crtime: UNIX_EPOCH,
-                        kind: dirent_type(e.kind),
-                        perm: 0,
-                        nlink: 0,
-                        uid: 0,
-                        gid: 0,
-                        rdev: 0,
-                        blksize: 0,
-                        flags: 0,
-                    };
+                    let blank = blank_attr(dirent_type(e.kind));
                     reply.add(
                         INodeNo(0),
                         i as u64 + 3,

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::cli::{check_mountpoint, parse_options};
 use crate::config::Config;
@@ -49,8 +48,9 @@ pub fn run(
         },
     ));
     let ttl = CacheTimes {
-        entry: Duration::from_secs(1),
-        attr: Duration::from_secs(1),
+        entry: cfg.cache.entry,
+        attr: cfg.cache.attr,
+        negative: cfg.cache.negative,
     };
     let fs = FuseFs::new(core.clone(), ttl, settings.passthrough);
 

@@ -47,26 +47,16 @@ pub struct Origin {
 }
 
 /// The `[cache]` table: how long the kernel may trust what dfs told it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Unset values get defaults at mount time: long when dfs watches the tiers
+/// for changes, one second when it cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CacheConfig {
     /// Name -> node mappings.
-    pub entry: Duration,
+    pub entry: Option<Duration>,
     /// Attributes.
-    pub attr: Duration,
+    pub attr: Option<Duration>,
     /// "No such name" answers.
-    pub negative: Duration,
-}
-
-impl Default for CacheConfig {
-    /// Short lifetimes: a change made directly on a tier shows through the
-    /// mount within a second.
-    fn default() -> Self {
-        CacheConfig {
-            entry: Duration::from_secs(1),
-            attr: Duration::from_secs(1),
-            negative: Duration::from_secs(1),
-        }
-    }
+    pub negative: Option<Duration>,
 }
 
 /// One `[[tier]]` table.
@@ -243,8 +233,10 @@ impl Config {
                 (c.negative, "cache.negative", &mut cache.negative),
             ] {
                 if let Some(v) = field {
-                    *slot = parse_duration(v.get_ref())
-                        .map_err(|e| origin.error_at(Some(v.span()), key, &e))?;
+                    *slot = Some(
+                        parse_duration(v.get_ref())
+                            .map_err(|e| origin.error_at(Some(v.span()), key, &e))?,
+                    );
                 }
             }
         }
@@ -416,12 +408,16 @@ impl Config {
             );
         }
         if self.cache != CacheConfig::default() {
-            s += &format!(
-                "\n[cache]\nentry = {}\nattr = {}\nnegative = {}\n",
-                toml_str(&format!("{}ms", self.cache.entry.as_millis())),
-                toml_str(&format!("{}ms", self.cache.attr.as_millis())),
-                toml_str(&format!("{}ms", self.cache.negative.as_millis())),
-            );
+            s += "\n[cache]\n";
+            for (k, v) in [
+                ("entry", self.cache.entry),
+                ("attr", self.cache.attr),
+                ("negative", self.cache.negative),
+            ] {
+                if let Some(d) = v {
+                    s += &format!("{k} = {}\n", toml_str(&format!("{}ms", d.as_millis())));
+                }
+            }
         }
         let opts: Vec<String> = self.mount_options.iter().map(|o| toml_str(o)).collect();
         s += &format!("\n[mount]\noptions = [{}]\n", opts.join(", "));

@@ -116,6 +116,24 @@ pub fn mount(
     })
 }
 
+/// Invalidations from the tier watcher, sent through the FUSE notifier.
+pub struct NotifierInvalidate(pub fuser::Notifier);
+
+impl crate::watch::Invalidate for NotifierInvalidate {
+    fn entry(&self, parent: u64, name: &[u8]) {
+        if let Err(e) = self.0.inval_entry(INodeNo(parent), OsStr::from_bytes(name)) {
+            log::debug!("inval_entry({parent}, {:?}): {e}", OsStr::from_bytes(name));
+        }
+    }
+
+    fn inode(&self, ino: u64, data: bool) {
+        let offset = if data { 0 } else { -1 };
+        if let Err(e) = self.0.inval_inode(INodeNo(ino), offset, 0) {
+            log::debug!("inval_inode({ino}): {e}");
+        }
+    }
+}
+
 /// Kernel cache lifetimes for entries and attributes.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheTimes {

@@ -19,3 +19,4 @@ pub mod mount;
 pub mod policy;
 pub mod tiers;
 pub mod units;
+pub mod watch;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cli::{check_mountpoint, parse_options};
 use crate::config::Config;
@@ -47,10 +48,15 @@ pub fn run(
             kernel_permissions: settings.default_permissions,
         },
     ));
+    let watch = crate::watch::prepare(&core);
+    let default_ttl = match &watch {
+        Ok(_) => Duration::from_secs(30),
+        Err(_) => Duration::from_secs(1),
+    };
     let ttl = CacheTimes {
-        entry: cfg.cache.entry,
-        attr: cfg.cache.attr,
-        negative: cfg.cache.negative,
+        entry: cfg.cache.entry.unwrap_or(default_ttl),
+        attr: cfg.cache.attr.unwrap_or(default_ttl),
+        negative: cfg.cache.negative.unwrap_or(default_ttl),
     };
     let fs = FuseFs::new(core.clone(), ttl, settings.passthrough);
 
@@ -85,6 +91,27 @@ pub fn run(
         settings.default_permissions,
     )
     .map_err(|e| Error::io(format!("cannot mount on {}", mp.display()), e))?;
+    match watch {
+        Ok(w) => {
+            let inval = Arc::new(crate::fuse::NotifierInvalidate(session.notifier()));
+            if w.start(core.clone(), inval) == crate::watch::Mode::Watching {
+                log::info!(
+                    "tier changes: watched with fanotify; the kernel caches for {:?} (entries), \
+                     {:?} (attributes), {:?} (missing names)",
+                    ttl.entry,
+                    ttl.attr,
+                    ttl.negative
+                );
+            }
+        }
+        Err(why) => log::info!(
+            "tier changes: not watched ({why}); changes made directly on a tier show within \
+             the cache lifetimes: {:?} (entries), {:?} (attributes), {:?} (missing names)",
+            ttl.entry,
+            ttl.attr,
+            ttl.negative
+        ),
+    }
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,

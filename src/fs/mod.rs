@@ -1453,6 +1453,17 @@ impl Fs {
         Ok(())
     }
 
+    /// The node id of union path `rel` if the kernel holds that node (for
+    /// invalidations: nothing to tell the kernel about nodes it lacks).
+    pub fn held_ino(&self, rel: &[u8]) -> Option<u64> {
+        if rel.is_empty() {
+            return Some(ROOT);
+        }
+        let (tier, st) = self.find(rel).ok()??;
+        let ino = self.union_ino(tier, rel, &st);
+        self.nodes.contains(ino).then_some(ino)
+    }
+
     /// Number of nodes the kernel holds.
     pub fn node_count(&self) -> usize {
         self.nodes.len()

@@ -231,6 +231,11 @@ impl Nodes {
         Ok(out)
     }
 
+    /// Whether the kernel holds node `ino`.
+    pub fn contains(&self, ino: u64) -> bool {
+        self.map.contains_key(&ino)
+    }
+
     /// Number of nodes held (for status and memory tests).
     pub fn len(&self) -> usize {
         self.map.len()

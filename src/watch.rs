@@ -1,0 +1,319 @@
+//! Watching the tiers for changes made behind dfs's back.
+//!
+//! The tiers stay open to other programs (an administrator, a restore, a
+//! legacy tool writing to the tier path). The kernel caches names and
+//! attributes for the `[cache]` lifetimes; to keep long lifetimes correct,
+//! dfs watches each tier's filesystem with fanotify (filesystem marks, which
+//! cover a whole tree without one watch per directory) and tells the kernel
+//! to forget exactly what changed. Where watching is unavailable (not root,
+//! a filesystem without file handles, a network filesystem) the lifetimes
+//! alone bound the staleness, and dfs defaults them to one second.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::Arc;
+
+use crate::fs::Fs;
+use crate::fs::nodes::ROOT;
+
+/// What the watcher asks of the kernel side (the FUSE notifier).
+pub trait Invalidate: Send + Sync + 'static {
+    /// Forget the cached name `name` in directory node `parent`.
+    fn entry(&self, parent: u64, name: &[u8]);
+    /// Forget node `ino`'s attributes, and its cached data if `data`.
+    fn inode(&self, ino: u64, data: bool);
+}
+
+/// Whether tier changes are being watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// fanotify watches every tier's filesystem.
+    Watching,
+    /// Changes made directly on a tier show when the cache lifetimes expire.
+    TimeoutsOnly,
+}
+
+struct Fsid {
+    raw: [u8; 8],
+    tiers: Vec<(Vec<u8>, usize)>,
+    mount: OwnedFd,
+}
+
+/// Marks set on every tier's filesystem, not yet delivering to anyone.
+pub struct Prepared {
+    fd: OwnedFd,
+    fsids: Vec<Fsid>,
+}
+
+/// Sets up watches on every tier; `Err` says why watching is unavailable.
+pub fn prepare(core: &Fs) -> Result<Prepared, String> {
+    setup(core).map(|(fd, fsids)| Prepared { fd, fsids })
+}
+
+impl Prepared {
+    /// Starts the watcher thread, which runs until the process exits.
+    pub fn start(self, core: Arc<Fs>, inval: Arc<dyn Invalidate>) -> Mode {
+        let Prepared { fd, fsids } = self;
+        match std::thread::Builder::new()
+            .name("dfs-watch".into())
+            .spawn(move || run(fd, fsids, core, inval))
+        {
+            Ok(_) => Mode::Watching,
+            Err(e) => {
+                log::warn!("cannot start the tier watcher: {e}");
+                Mode::TimeoutsOnly
+            }
+        }
+    }
+}
+
+fn setup(core: &Fs) -> Result<(OwnedFd, Vec<Fsid>), String> {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return Err("fanotify filesystem marks need root".into());
+    }
+    // SAFETY: plain syscall with constant flags.
+    let fd = unsafe {
+        libc::fanotify_init(
+            libc::FAN_CLASS_NOTIF
+                | libc::FAN_CLOEXEC
+                | libc::FAN_UNLIMITED_QUEUE
+                | libc::FAN_REPORT_DFID_NAME,
+            (libc::O_RDONLY | libc::O_CLOEXEC) as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "fanotify_init: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fanotify_init returned a new fd we now own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mask = libc::FAN_CREATE
+        | libc::FAN_DELETE
+        | libc::FAN_MOVED_FROM
+        | libc::FAN_MOVED_TO
+        | libc::FAN_ATTRIB
+        | libc::FAN_MODIFY
+        | libc::FAN_CLOSE_WRITE
+        | libc::FAN_ONDIR;
+    let mut fsids: Vec<Fsid> = Vec::new();
+    for t in core.tiers().iter() {
+        let st = rustix::fs::fstatfs(t.root())
+            .map_err(|e| format!("statfs {}: {e}", t.path.display()))?;
+        // SAFETY: f_fsid is two plain integers.
+        let raw: [u8; 8] = unsafe { std::mem::transmute(st.f_fsid) };
+        let path = std::ffi::CString::new(t.path.as_os_str().as_bytes())
+            .map_err(|_| "tier path has a NUL byte".to_string())?;
+        // SAFETY: valid fd and C string.
+        let r = unsafe {
+            libc::fanotify_mark(
+                fd.as_raw_fd(),
+                libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+                mask,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+            )
+        };
+        if r < 0 {
+            return Err(format!(
+                "cannot watch tier `{}` ({}): {}",
+                t.name,
+                t.path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut prefix = t.path.as_os_str().as_bytes().to_vec();
+        prefix.push(b'/');
+        match fsids.iter_mut().find(|f| f.raw == raw) {
+            Some(f) => f.tiers.push((prefix, t.index)),
+            None => {
+                let mount = rustix::fs::open(
+                    &t.path,
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| format!("open {}: {e}", t.path.display()))?;
+                fsids.push(Fsid {
+                    raw,
+                    tiers: vec![(prefix, t.index)],
+                    mount,
+                });
+            }
+        }
+    }
+    Ok((fd, fsids))
+}
+
+/// One change: the union path of the directory, and the name in it.
+#[derive(Hash, PartialEq, Eq)]
+struct Change {
+    dir: Vec<u8>,
+    name: Vec<u8>,
+}
+
+fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>) {
+    let me = std::process::id() as i32;
+    let mut buf = vec![0u8; 256 * 1024];
+    // Cache of directory handle -> union directory path, per batch.
+    loop {
+        // SAFETY: reading into our buffer.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            log::error!("tier watcher stopped: {e}");
+            return;
+        }
+        let mut changes: HashMap<Change, bool> = HashMap::new();
+        let mut handles: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut off = 0usize;
+        let n = n as usize;
+        while off + 24 <= n {
+            let ev = &buf[off..n];
+            let event_len = u32::from_ne_bytes([ev[0], ev[1], ev[2], ev[3]]) as usize;
+            let meta_len = u16::from_ne_bytes([ev[6], ev[7]]) as usize;
+            let mask = u64::from_ne_bytes(ev[8..16].try_into().unwrap_or([0; 8]));
+            let pid = i32::from_ne_bytes(ev[20..24].try_into().unwrap_or([0; 4]));
+            if event_len < meta_len || event_len == 0 || off + event_len > n {
+                break;
+            }
+            off += event_len;
+            if pid == me {
+                continue; // dfs's own work: the kernel already knows
+            }
+            let data = mask & (libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE) != 0;
+            let mut info = &ev[meta_len..event_len];
+            while info.len() >= 4 {
+                let typ = info[0];
+                let len = u16::from_ne_bytes([info[2], info[3]]) as usize;
+                if len < 4 || len > info.len() {
+                    break;
+                }
+                let rec = &info[..len];
+                info = &info[len..];
+                if typ != libc::FAN_EVENT_INFO_TYPE_DFID_NAME || rec.len() < 4 + 8 + 8 {
+                    continue;
+                }
+                let fsid = &rec[4..12];
+                let hbytes = u32::from_ne_bytes(rec[12..16].try_into().unwrap_or([0; 4])) as usize;
+                let handle_end = 20 + hbytes;
+                if rec.len() < handle_end {
+                    continue;
+                }
+                let handle = &rec[12..handle_end];
+                let name_raw = &rec[handle_end..];
+                let name = &name_raw[..name_raw
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(name_raw.len())];
+                let Some(f) = fsids.iter().find(|f| f.raw == fsid) else {
+                    continue;
+                };
+                let dir = handles
+                    .entry(handle.to_vec())
+                    .or_insert_with(|| union_dir(f, handle))
+                    .clone();
+                log::trace!(
+                    "fanotify mask {mask:#x} pid {pid} dir {:?} name {:?}",
+                    dir.as_deref().map(OsStr::from_bytes),
+                    OsStr::from_bytes(name)
+                );
+                if let Some(dir) = dir {
+                    let e = changes
+                        .entry(Change {
+                            dir,
+                            name: name.to_vec(),
+                        })
+                        .or_insert(false);
+                    *e |= data;
+                }
+            }
+        }
+        for (c, data) in changes {
+            apply(&core, inval.as_ref(), &c, data);
+        }
+    }
+}
+
+/// The union path of the directory a file handle names, if it lies in a
+/// tier (the filesystem may hold much else).
+fn union_dir(f: &Fsid, handle: &[u8]) -> Option<Vec<u8>> {
+    // struct file_handle needs 4-byte alignment.
+    let mut words = vec![0u32; handle.len().div_ceil(4) + 1];
+    // SAFETY: the buffer is large enough for the copied bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            handle.as_ptr(),
+            words.as_mut_ptr().cast::<u8>(),
+            handle.len(),
+        );
+    }
+    // SAFETY: valid mount fd and a well-formed handle buffer.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            f.mount.as_raw_fd(),
+            words.as_mut_ptr().cast::<libc::file_handle>(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        log::trace!("open_by_handle_at: {}", std::io::Error::last_os_error());
+        return None;
+    }
+    // SAFETY: a new fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()?
+        .into_os_string()
+        .into_vec();
+    path.push(b'/');
+    for (prefix, _) in &f.tiers {
+        if let Some(rest) = path.strip_prefix(prefix.as_slice()) {
+            let rest = rest.strip_suffix(b"/").unwrap_or(rest);
+            return Some(rest.to_vec());
+        }
+    }
+    None
+}
+
+fn apply(core: &Fs, inval: &dyn Invalidate, c: &Change, data: bool) {
+    if c.dir.starts_with(crate::tiers::STATE_DIR.as_bytes())
+        && (c.dir.len() == crate::tiers::STATE_DIR.len()
+            || c.dir[crate::tiers::STATE_DIR.len()] == b'/')
+    {
+        return; // dfs's own state
+    }
+    let parent = if c.dir.is_empty() {
+        Some(ROOT)
+    } else {
+        core.held_ino(&c.dir)
+    };
+    let name: &[u8] = if c.name == b"." { b"" } else { &c.name };
+    if let Some(p) = parent {
+        if name.is_empty() {
+            inval.inode(p, false);
+            return;
+        }
+        inval.entry(p, name);
+        inval.inode(p, false);
+    }
+    let rel = if c.dir.is_empty() {
+        name.to_vec()
+    } else {
+        let mut r = c.dir.clone();
+        r.push(b'/');
+        r.extend_from_slice(name);
+        r
+    };
+    if let Some(ino) = core.held_ino(&rel) {
+        inval.inode(ino, data);
+    }
+    log::trace!("tier change: {:?}", OsStr::from_bytes(&rel));
+}

@@ -394,15 +394,16 @@ impl Fs {
     /// copy it was cloned from, so the directory keeps its st_ino when the
     /// new copy becomes the winning one.
     fn union_ino(&self, tier: usize, rel: &[u8], st: &Stat) -> u64 {
-        if is_dir(st) && self.ino_xattr && !rel.is_empty() {
-            if let Some(ino) = self
+        if is_dir(st)
+            && self.ino_xattr
+            && !rel.is_empty()
+            && let Some(ino) = self
                 .tier(tier)
                 .ok()
                 .and_then(|t| t.parent(rel).ok())
                 .and_then(|(dir, name)| read_ino_xattr(&dir, name))
-            {
-                return ino;
-            }
+        {
+            return ino;
         }
         self.nodes.ino_for(st.st_dev, st.st_ino)
     }
@@ -1276,10 +1277,11 @@ impl Fs {
             .ok_or(Errno(libc::ENOENT))?;
         let st = rustix::fs::statat(fd, os(&e.name), AtFlags::SYMLINK_NOFOLLOW)?;
         let mut a = self.attr_of(st);
-        if is_dir(&st) && self.ino_xattr {
-            if let Some(ino) = read_ino_xattr(fd, &e.name) {
-                a.ino = ino;
-            }
+        if is_dir(&st)
+            && self.ino_xattr
+            && let Some(ino) = read_ino_xattr(fd, &e.name)
+        {
+            a.ino = ino;
         }
         self.nodes
             .remember(a.ino, kind_of(&st), e.tier, h.ino, &e.name);

@@ -30,6 +30,16 @@ pub fn run(
     opts.extend(extra_options.iter().cloned());
     let settings = parse_options(&opts)?;
     let mp = check_mountpoint(mountpoint)?;
+    // Catch the signals before mounting: one that arrives while the mount
+    // is being set up must unmount it, not kill the daemon and leave a dead
+    // mount behind. Pending signals are delivered once the thread below
+    // starts waiting.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| Error::io("cannot install signal handlers", e))?;
     let tiers = TierSet::open(cfg, Some(&mp), adopt, true)?;
 
     // Modes from the kernel are final (it already applied the caller's
@@ -112,12 +122,7 @@ pub fn run(
             ttl.negative
         ),
     }
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ])
-    .map_err(|e| Error::io("cannot install signal handlers", e))?;
+
     let sig_mp = mp.clone();
     std::thread::Builder::new()
         .name("dfs-signals".into())

@@ -314,6 +314,26 @@ fn chmod_nofollow(dir: &OwnedFd, name: &[u8], mode: u32) -> Result<()> {
     Err(e.into())
 }
 
+/// The size of an xattr value (`name`) or of the name list (`None`): the
+/// size-0 query that getfattr, cp and rsync make first.
+fn xattr_len(path: &str, name: Option<&[u8]>) -> Result<usize> {
+    let p = CString::new(path).map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: valid C strings; a null buffer with size 0 asks for the size.
+    let r = unsafe {
+        match name {
+            Some(n) => {
+                let n = CString::new(n).map_err(|_| Errno(libc::EINVAL))?;
+                libc::getxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0)
+            }
+            None => libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0),
+        }
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    Ok(r as usize)
+}
+
 fn proc_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
@@ -1379,7 +1399,7 @@ impl Fs {
         let (_, fd) = fds.first().ok_or(Errno(libc::ENOENT))?;
         let p = proc_path(fd);
         if size == 0 {
-            let n = rustix::fs::getxattr(p.as_str(), os(name), &mut [0u8; 0][..])?;
+            let n = xattr_len(&p, Some(name))?;
             return Ok(vec![0; n]);
         }
         let mut buf = vec![0u8; size as usize];
@@ -1393,7 +1413,7 @@ impl Fs {
         let (fds, _) = self.xattr_target(ino)?;
         let (_, fd) = fds.first().ok_or(Errno(libc::ENOENT))?;
         let p = proc_path(fd);
-        let n = rustix::fs::listxattr(p.as_str(), &mut [0u8; 0][..])?;
+        let n = xattr_len(&p, None)?;
         let mut buf = vec![0u8; n + 1024];
         let n = rustix::fs::listxattr(p.as_str(), &mut buf[..])?;
         buf.truncate(n);

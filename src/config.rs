@@ -34,6 +34,8 @@ pub struct Config {
     pub mount_options: Vec<String>,
     /// Kernel cache lifetimes.
     pub cache: CacheConfig,
+    /// The mover, if configured.
+    pub mover: Option<MoverConfig>,
     /// The file this came from, so later checks can still point at a line.
     pub origin: Origin,
 }
@@ -109,6 +111,166 @@ struct RawConfig {
     policy: Option<RawPolicy>,
     mount: Option<RawMount>,
     cache: Option<RawCache>,
+    mover: Option<RawMover>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMover {
+    interval: Option<Spanned<String>>,
+    bandwidth: Option<Spanned<String>>,
+    order: Option<Spanned<String>>,
+    #[serde(default)]
+    watermark: std::collections::BTreeMap<String, RawWatermark>,
+    #[serde(default)]
+    rule: Vec<RawMoveRule>,
+    #[serde(default)]
+    pin: Vec<RawPin>,
+    promote: Option<RawPromote>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatermark {
+    high: Spanned<String>,
+    low: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMoveRule {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    #[serde(rename = "match")]
+    glob: Option<Spanned<String>>,
+    not_accessed_for: Option<Spanned<String>>,
+    not_modified_for: Option<Spanned<String>>,
+    min_size: Option<Spanned<String>>,
+    max_size: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPin {
+    #[serde(rename = "match")]
+    glob: Spanned<String>,
+    tier: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPromote {
+    reads: Spanned<u32>,
+    within: Spanned<String>,
+}
+
+/// The `[mover]` table: when and what moves between tiers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoverConfig {
+    /// Time between scheduled passes; `None` = "off" (passes on demand).
+    pub interval: Option<Duration>,
+    /// Copy throttle in bytes per second; `None` = unthrottled.
+    pub bandwidth: Option<u64>,
+    /// Which eligible file goes first.
+    pub order: MoveOrder,
+    /// Per-tier fill levels: (tier index, high, low).
+    pub watermarks: Vec<Watermark>,
+    /// Age rules, first match decides.
+    pub rules: Vec<MoveRule>,
+    /// Names that never leave a tier.
+    pub pins: Vec<Pin>,
+    /// Bring re-read files back up.
+    pub promote: Option<Promote>,
+}
+
+/// Order in which eligible files are moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveOrder {
+    /// Least recently accessed first.
+    Lru,
+    /// Largest idle time x size first.
+    SizeLru,
+}
+
+/// Demote from `tier` when it is above `high` used until below `low`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Watermark {
+    /// Tier index.
+    pub tier: usize,
+    /// Start demoting above this much used space.
+    pub high: Size,
+    /// Stop once used space is below this.
+    pub low: Size,
+}
+
+/// An age rule: files on `from` matching the conditions go to `to`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoveRule {
+    /// Source tier index.
+    pub from: usize,
+    /// Destination tier index.
+    pub to: usize,
+    /// globset pattern against the path inside the mount.
+    pub glob: String,
+    /// Last access through dfs (or max(atime, mtime)) at least this old.
+    pub not_accessed_for: Option<Duration>,
+    /// mtime at least this old.
+    pub not_modified_for: Option<Duration>,
+    /// Only files at least this large.
+    pub min_size: Option<u64>,
+    /// Only files at most this large.
+    pub max_size: Option<u64>,
+}
+
+/// Names matching `glob` never leave `tier`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pin {
+    /// globset pattern against the path inside the mount.
+    pub glob: String,
+    /// The tier they stay on.
+    pub tier: usize,
+}
+
+/// A file read `reads` times within `within` goes back to the fastest tier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Promote {
+    /// Opens for read needed (at least 2: never on the first read).
+    pub reads: u32,
+    /// The window they must fall in.
+    pub within: Duration,
+}
+
+impl MoverConfig {
+    /// The shipped defaults of the two-tier preset (see README).
+    pub fn preset() -> Self {
+        MoverConfig {
+            interval: Some(Duration::from_secs(3600)),
+            bandwidth: Some(200 << 20),
+            order: MoveOrder::Lru,
+            watermarks: vec![Watermark {
+                tier: 0,
+                high: Size::Percent(90.0),
+                low: Size::Percent(80.0),
+            }],
+            rules: vec![MoveRule {
+                from: 0,
+                to: 1,
+                glob: "**".into(),
+                not_accessed_for: Some(Duration::from_secs(180 * 86_400)),
+                not_modified_for: None,
+                min_size: None,
+                max_size: None,
+            }],
+            pins: vec![Pin {
+                glob: "templates/**".into(),
+                tier: 0,
+            }],
+            promote: Some(Promote {
+                reads: 2,
+                within: Duration::from_secs(7 * 86_400),
+            }),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -240,12 +402,17 @@ impl Config {
                 }
             }
         }
+        let mover = match raw.mover {
+            None => None,
+            Some(m) => Some(parse_mover(m, &tiers, &origin)?),
+        };
         let cfg = Config {
             mountpoint: raw.mountpoint,
             tiers,
             policy,
             mount_options,
             cache,
+            mover,
             origin,
         };
         cfg.check_semantics()?;
@@ -276,6 +443,7 @@ impl Config {
                 .map(|s| s.to_string())
                 .collect(),
             cache: CacheConfig::default(),
+            mover: Some(MoverConfig::preset()),
             origin: Origin::default(),
         }
     }
@@ -419,16 +587,267 @@ impl Config {
                 }
             }
         }
+        if let Some(m) = &self.mover {
+            s += &self.mover_toml(m);
+        }
         let opts: Vec<String> = self.mount_options.iter().map(|o| toml_str(o)).collect();
         s += &format!("\n[mount]\noptions = [{}]\n", opts.join(", "));
         s
     }
 }
 
+fn parse_mover(m: RawMover, tiers: &[TierConfig], origin: &Origin) -> Result<MoverConfig> {
+    let tier = |v: &Spanned<String>, key: &str| -> Result<usize> {
+        tiers
+            .iter()
+            .position(|t| t.name == *v.get_ref())
+            .ok_or_else(|| {
+                origin.error_at(
+                    Some(v.span()),
+                    key,
+                    &format!("unknown tier `{}`", v.get_ref()),
+                )
+            })
+    };
+    let dur = |v: &Spanned<String>, key: &str| -> Result<Duration> {
+        parse_duration(v.get_ref()).map_err(|e| origin.error_at(Some(v.span()), key, &e))
+    };
+    let bytes = |v: &Spanned<String>, key: &str| -> Result<u64> {
+        match parse_size(v.get_ref()) {
+            Ok(Size::Bytes(b)) => Ok(b),
+            Ok(Size::Percent(_)) => Err(origin.error_at(
+                Some(v.span()),
+                key,
+                "a size in bytes is needed here, not a percentage",
+            )),
+            Err(e) => Err(origin.error_at(Some(v.span()), key, &e)),
+        }
+    };
+    let glob = |v: &Spanned<String>, key: &str| -> Result<String> {
+        globset::Glob::new(v.get_ref())
+            .map_err(|e| origin.error_at(Some(v.span()), key, &format!("bad glob: {e}")))?;
+        Ok(v.get_ref().clone())
+    };
+    let interval = match &m.interval {
+        None => Some(Duration::from_secs(3600)),
+        Some(v) if v.get_ref() == "off" => None,
+        Some(v) => Some(dur(v, "mover.interval")?),
+    };
+    let bandwidth = match &m.bandwidth {
+        None => None,
+        Some(v) if v.get_ref() == "off" || v.get_ref() == "unlimited" => None,
+        Some(v) => {
+            let t = v.get_ref().trim();
+            let per = t.strip_suffix("/s").ok_or_else(|| {
+                origin.error_at(
+                    Some(v.span()),
+                    "mover.bandwidth",
+                    "a rate like `200MiB/s`, or `off`",
+                )
+            })?;
+            Some(bytes(
+                &Spanned::new(v.span(), per.to_string()),
+                "mover.bandwidth",
+            )?)
+        }
+    };
+    let order = match m.order.as_ref().map(|o| o.get_ref().as_str()) {
+        None | Some("lru") => MoveOrder::Lru,
+        Some("size-lru") => MoveOrder::SizeLru,
+        Some(other) => {
+            return Err(origin.error_at(
+                m.order.as_ref().map(|o| o.span()),
+                "mover.order",
+                &format!("unknown order `{other}`; expected `lru` or `size-lru`"),
+            ));
+        }
+    };
+    let mut watermarks = Vec::new();
+    for (name, w) in &m.watermark {
+        let t = tiers.iter().position(|t| t.name == *name).ok_or_else(|| {
+            origin.error_at(
+                Some(w.high.span()),
+                "mover.watermark",
+                &format!("unknown tier `{name}`"),
+            )
+        })?;
+        let parse = |v: &Spanned<String>, key: &str| {
+            parse_size(v.get_ref()).map_err(|e| origin.error_at(Some(v.span()), key, &e))
+        };
+        let high = parse(&w.high, "mover.watermark.high")?;
+        let low = parse(&w.low, "mover.watermark.low")?;
+        if let (Size::Percent(h), Size::Percent(l)) = (high, low)
+            && l >= h
+        {
+            return Err(origin.error_at(
+                Some(w.low.span()),
+                "mover.watermark.low",
+                "`low` must be below `high`",
+            ));
+        }
+        watermarks.push(Watermark { tier: t, high, low });
+    }
+    let mut rules = Vec::new();
+    for r in &m.rule {
+        let from = tier(&r.from, "mover.rule.from")?;
+        let to = tier(&r.to, "mover.rule.to")?;
+        if from == to {
+            return Err(origin.error_at(
+                Some(r.to.span()),
+                "mover.rule.to",
+                "`from` and `to` are the same tier",
+            ));
+        }
+        rules.push(MoveRule {
+            from,
+            to,
+            glob: match &r.glob {
+                Some(g) => glob(g, "mover.rule.match")?,
+                None => "**".into(),
+            },
+            not_accessed_for: r
+                .not_accessed_for
+                .as_ref()
+                .map(|v| dur(v, "mover.rule.not_accessed_for"))
+                .transpose()?,
+            not_modified_for: r
+                .not_modified_for
+                .as_ref()
+                .map(|v| dur(v, "mover.rule.not_modified_for"))
+                .transpose()?,
+            min_size: r
+                .min_size
+                .as_ref()
+                .map(|v| bytes(v, "mover.rule.min_size"))
+                .transpose()?,
+            max_size: r
+                .max_size
+                .as_ref()
+                .map(|v| bytes(v, "mover.rule.max_size"))
+                .transpose()?,
+        });
+    }
+    let mut pins = Vec::new();
+    for p in &m.pin {
+        pins.push(Pin {
+            glob: glob(&p.glob, "mover.pin.match")?,
+            tier: tier(&p.tier, "mover.pin.tier")?,
+        });
+    }
+    let promote = match &m.promote {
+        None => None,
+        Some(p) => {
+            if *p.reads.get_ref() < 2 {
+                return Err(origin.error_at(
+                    Some(p.reads.span()),
+                    "mover.promote.reads",
+                    "at least 2: a single read (a batch scan) must not promote",
+                ));
+            }
+            Some(Promote {
+                reads: *p.reads.get_ref(),
+                within: dur(&p.within, "mover.promote.within")?,
+            })
+        }
+    };
+    Ok(MoverConfig {
+        interval,
+        bandwidth,
+        order,
+        watermarks,
+        rules,
+        pins,
+        promote,
+    })
+}
+
 fn size_str(s: &Size) -> String {
     match s {
         Size::Bytes(b) => b.to_string(),
         Size::Percent(p) => format!("{p}%"),
+    }
+}
+
+impl Config {
+    fn mover_toml(&self, m: &MoverConfig) -> String {
+        let name = |i: usize| toml_str(self.tiers.get(i).map(|t| t.name.as_str()).unwrap_or("?"));
+        let dur = |d: Duration| {
+            let s = d.as_secs();
+            if s.is_multiple_of(86_400) && s > 0 {
+                format!("{}d", s / 86_400)
+            } else if s.is_multiple_of(3600) && s > 0 {
+                format!("{}h", s / 3600)
+            } else {
+                format!("{}s", d.as_secs_f64())
+            }
+        };
+        let mut s = String::from("\n[mover]\n");
+        s += &format!(
+            "interval = {}\n",
+            toml_str(&m.interval.map(dur).unwrap_or_else(|| "off".into()))
+        );
+        s += &format!(
+            "bandwidth = {}\n",
+            toml_str(
+                &m.bandwidth
+                    .map(|b| format!("{b}/s"))
+                    .unwrap_or_else(|| "off".into())
+            )
+        );
+        s += &format!(
+            "order = {}\n",
+            toml_str(match m.order {
+                MoveOrder::Lru => "lru",
+                MoveOrder::SizeLru => "size-lru",
+            })
+        );
+        for w in &m.watermarks {
+            let tier = self
+                .tiers
+                .get(w.tier)
+                .map(|t| t.name.as_str())
+                .unwrap_or("?");
+            s += &format!(
+                "\n[mover.watermark.{tier}]\nhigh = {}\nlow = {}\n",
+                toml_str(&size_str(&w.high)),
+                toml_str(&size_str(&w.low))
+            );
+        }
+        for r in &m.rules {
+            s += &format!(
+                "\n[[mover.rule]]\nfrom = {}\nto = {}\nmatch = {}\n",
+                name(r.from),
+                name(r.to),
+                toml_str(&r.glob)
+            );
+            if let Some(d) = r.not_accessed_for {
+                s += &format!("not_accessed_for = {}\n", toml_str(&dur(d)));
+            }
+            if let Some(d) = r.not_modified_for {
+                s += &format!("not_modified_for = {}\n", toml_str(&dur(d)));
+            }
+            if let Some(b) = r.min_size {
+                s += &format!("min_size = {}\n", toml_str(&b.to_string()));
+            }
+            if let Some(b) = r.max_size {
+                s += &format!("max_size = {}\n", toml_str(&b.to_string()));
+            }
+        }
+        for p in &m.pins {
+            s += &format!(
+                "\n[[mover.pin]]\nmatch = {}\ntier = {}\n",
+                toml_str(&p.glob),
+                name(p.tier)
+            );
+        }
+        if let Some(p) = &m.promote {
+            s += &format!(
+                "\n[mover.promote]\nreads = {}\nwithin = {}\n",
+                p.reads,
+                toml_str(&dur(p.within))
+            );
+        }
+        s
     }
 }
 
@@ -599,5 +1018,35 @@ options = ["allow_other", "default_permissions"]
         assert_eq!(back.tiers[1].name, "sss");
         assert_eq!(back.mount_options, p.mount_options);
         assert_eq!(back.mountpoint, p.mountpoint);
+        assert_eq!(back.mover, p.mover);
+    }
+
+    #[test]
+    fn mover_table_parses_and_rejects_typos() {
+        let base =
+            "[[tier]]\nname = \"pss\"\npath = \"/a\"\n[[tier]]\nname = \"sss\"\npath = \"/b\"\n";
+        let c = Config::parse(
+            &format!(
+                "{base}[mover]\ninterval = \"off\"\nbandwidth = \"50MiB/s\"\norder = \"size-lru\"\n[mover.watermark.pss]\nhigh = \"90%\"\nlow = \"80%\"\n[[mover.rule]]\nfrom = \"pss\"\nto = \"sss\"\nmatch = \"**/*.pdf\"\nnot_modified_for = \"365d\"\nmin_size = \"1MiB\"\n[mover.promote]\nreads = 3\nwithin = \"1d\"\n"
+            ),
+            None,
+        )
+        .expect("valid mover");
+        let m = c.mover.expect("mover present");
+        assert_eq!(m.interval, None);
+        assert_eq!(m.bandwidth, Some(50 << 20));
+        assert_eq!(m.order, MoveOrder::SizeLru);
+        assert_eq!(m.rules[0].min_size, Some(1 << 20));
+        assert_eq!(m.promote.map(|p| p.reads), Some(3));
+        let e = parse_err(&format!("{base}[mover]\ninterval = \"5 fortnights\"\n"));
+        assert!(e.starts_with("dfs.toml:8: key `mover.interval`"), "{e}");
+        let e = parse_err(&format!(
+            "{base}[[mover.rule]]\nfrom = \"pss\"\nto = \"tape\"\n"
+        ));
+        assert!(e.contains("unknown tier `tape`"), "{e}");
+        let e = parse_err(&format!(
+            "{base}[mover.promote]\nreads = 1\nwithin = \"1d\"\n"
+        ));
+        assert!(e.contains("at least 2"), "{e}");
     }
 }

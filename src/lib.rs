@@ -9,6 +9,7 @@
 //! resolution), [`policy`] (placement), [`fs`] (the union core, plain Rust),
 //! [`fuse`] (the thin FUSE adapter), [`cli`] (the `dfs` command).
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod creds;

@@ -52,11 +52,15 @@ impl Policy for GlobRule {
         req: &CreateRequest<'_>,
         tiers: &[TierView<'_>],
     ) -> std::result::Result<usize, i32> {
-        // matches() returns indices in ascending (rule) order.
-        match self.set.matches(req.path).first() {
-            Some(&rule) => Ok(self.tiers[rule]),
-            None => self.fallback.choose(req, tiers),
+        // matches() returns indices in ascending (rule) order. A rule whose
+        // tier is not offered (below its min_free) yields to the next one.
+        for rule in self.set.matches(req.path) {
+            let tier = self.tiers[rule];
+            if tiers.iter().any(|t| t.index == tier) {
+                return Ok(tier);
+            }
         }
+        self.fallback.choose(req, tiers)
     }
 }
 
@@ -82,5 +86,29 @@ mod tests {
         assert_eq!(run(&p, "archive/2020/x.pdf", both), Ok(1));
         assert_eq!(run(&p, "archive/x.tmp", both), Ok(0));
         assert_eq!(run(&p, "docs/x.pdf", &[(false, 1, 1), (true, 1, 1)]), Ok(1));
+    }
+
+    #[test]
+    fn a_rule_whose_tier_is_not_offered_yields() {
+        let p = GlobRule::new(&[("**/*.tmp".into(), 0)], Arc::new(ParentDir)).expect("rules");
+        // Only tier 1 offered (tier 0 is below its min_free): the fallback
+        // decides instead of failing the create.
+        let fns: Vec<Box<dyn Fn() -> crate::policy::Space>> =
+            vec![Box::new(crate::policy::Space::default)];
+        let views = [crate::policy::TierView::new(
+            1,
+            "t1",
+            std::path::Path::new("/"),
+            true,
+            fns[0].as_ref(),
+        )];
+        let req = crate::policy::CreateRequest {
+            path: std::path::Path::new("a.tmp"),
+            kind: crate::policy::NodeKind::File,
+            uid: 0,
+            gid: 0,
+            mode: 0o644,
+        };
+        assert_eq!(p.choose(&req, &views), Ok(1));
     }
 }

@@ -78,7 +78,25 @@ impl PluginPolicy {
     /// Checks, loads and initialises the plugin at `path` with `options`
     /// (the `[policy.options]` table, as TOML text).
     pub fn load(path: &Path, options: &str) -> Result<Self> {
-        check_permissions(path)?;
+        // Check and load the file itself, not a symlink that could be
+        // pointed elsewhere: every directory on the way is resolved first.
+        let real = std::fs::canonicalize(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => load_err(path, "no such file"),
+            _ => load_err(path, e),
+        })?;
+        check_permissions(&real).map_err(|e| match e {
+            Error::Invalid(msg) if real != path => Error::Invalid(msg.replacen(
+                &format!("policy plugin {}", real.display()),
+                &format!(
+                    "policy plugin {} (which is {})",
+                    path.display(),
+                    real.display()
+                ),
+                1,
+            )),
+            e => e,
+        })?;
+        let path = real.as_path();
         // SAFETY: loading a library runs its initialisers; the file has been
         // checked to be controlled by its owner or root, as for any code the
         // administrator configures.

@@ -111,7 +111,15 @@ impl AccessLog {
             buf.extend_from_slice(&e.window_start.to_le_bytes());
             buf.extend_from_slice(&e.reads.to_le_bytes());
         }
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
         f.write_all(&buf)?;
         f.sync_all()?;
         fs::rename(&tmp, path)

@@ -35,6 +35,38 @@ enum Command {
     /// `dfs check --config dfs.toml` checks a file; `dfs check PSS SSS
     /// [MOUNTPOINT]` prints the dfs.toml the preset command line stands for.
     Check(CheckArgs),
+    /// Start a mover pass on a running mount now and show its progress.
+    ///
+    /// `--dry-run` prints what would move and why (rule, watermark or
+    /// promotion), moving nothing.
+    Move(MoveArgs),
+    /// Show each tier's used and free space, file counts and the mover's
+    /// state.
+    Status(StatusArgs),
+    /// Print the tier (name and backing path) holding each path.
+    Where(WhereArgs),
+}
+
+#[derive(Debug, Args)]
+struct MoveArgs {
+    /// Print the plan instead of moving.
+    #[arg(long)]
+    dry_run: bool,
+    /// The dfs mount point.
+    mountpoint: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The dfs mount point.
+    mountpoint: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct WhereArgs {
+    /// Paths inside a dfs mount.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +109,9 @@ pub fn main() -> i32 {
     let r = match cli.cmd {
         Command::Mount(a) => mount(a),
         Command::Check(a) => check(a),
+        Command::Move(a) => crate::commands::move_cmd(&a.mountpoint, a.dry_run),
+        Command::Status(a) => crate::commands::status(&a.mountpoint),
+        Command::Where(a) => crate::commands::where_cmd(&a.paths),
     };
     match r {
         Ok(()) => 0,

@@ -11,12 +11,15 @@
 
 pub mod access;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod control;
 pub mod creds;
 pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod mount;
+pub mod mover;
 pub mod policy;
 pub mod tiers;
 pub mod units;

@@ -58,6 +58,18 @@ pub fn run(
             kernel_permissions: settings.default_permissions,
         },
     ));
+    let cleaned = core.clean_temporaries();
+    if cleaned > 0 {
+        log::info!("removed {cleaned} temporaries left by unfinished moves");
+    }
+    let mover = cfg
+        .mover
+        .clone()
+        .map(|m| crate::mover::Mover::new(core.clone(), m));
+    if let Some(m) = &mover {
+        m.load_access();
+    }
+    let _control = crate::control::Server::start(&mp, core.clone(), mover.clone())?;
     let watch = crate::watch::prepare(&core);
     let default_ttl = match &watch {
         Ok(_) => Duration::from_secs(30),
@@ -101,6 +113,12 @@ pub fn run(
         settings.default_permissions,
     )
     .map_err(|e| Error::io(format!("cannot mount on {}", mp.display()), e))?;
+    if let Some(m) = &mover {
+        m.set_invalidator(Arc::new(crate::fuse::NotifierInvalidate(
+            session.notifier(),
+        )));
+        m.spawn_schedule();
+    }
     match watch {
         Ok(w) => {
             let inval = Arc::new(crate::fuse::NotifierInvalidate(session.notifier()));
@@ -153,9 +171,11 @@ pub fn run(
             ""
         },
     );
-    session
-        .run()
-        .map_err(|e| Error::io(format!("session on {} ended", mp.display()), e))?;
+    let ended = session.run();
+    if let Some(m) = &mover {
+        m.shutdown();
+    }
+    ended.map_err(|e| Error::io(format!("session on {} ended", mp.display()), e))?;
     log::info!("unmounted {}", mp.display());
     Ok(())
 }

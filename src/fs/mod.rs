@@ -13,6 +13,7 @@
 
 pub mod dir;
 pub mod nodes;
+pub mod transfer;
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -169,12 +170,23 @@ pub struct Fs {
     /// Whether directory copies carry their union id in [`INO_XATTR`]
     /// (needs root for the trusted namespace).
     ino_xattr: bool,
+    /// Held for reading by every open, for writing by the mover's switch of
+    /// a file between tiers (striped by node id): opens wait for a switch.
+    switch: Vec<parking_lot::RwLock<()>>,
+    /// When each file was last opened through dfs.
+    pub access: crate::access::AccessLog,
 }
 
 /// xattr in which a directory copy made by dfs records its union node id.
 /// Hidden from clients: it can be neither read, listed nor set through the
 /// mount.
 pub const INO_XATTR: &str = "trusted.dfs.ino";
+
+/// Whether a copy may carry its union id in [`INO_XATTR`]: directories
+/// (cloned parents) and single-link files (moved by the mover).
+fn carries_ino(st: &Stat) -> bool {
+    is_dir(st) || (kind_of(st) == libc::S_IFREG && st.st_nlink == 1)
+}
 
 fn is_internal_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.dfs.")
@@ -352,6 +364,8 @@ impl Fs {
             locks: NameLocks::new(),
             opts,
             ino_xattr: rustix::process::geteuid().as_raw() == 0,
+            switch: (0..64).map(|_| parking_lot::RwLock::new(())).collect(),
+            access: crate::access::AccessLog::default(),
         }
     }
 
@@ -412,9 +426,10 @@ impl Fs {
     /// The node id of `rel`'s copy on `tier` whose stat is `st`. A directory
     /// copy that dfs created to extend a parent chain carries the id of the
     /// copy it was cloned from, so the directory keeps its st_ino when the
-    /// new copy becomes the winning one.
-    fn union_ino(&self, tier: usize, rel: &[u8], st: &Stat) -> u64 {
-        if is_dir(st)
+    /// new copy becomes the winning one; a file the mover copied to another
+    /// tier carries the id it had before the move.
+    pub(crate) fn union_ino(&self, tier: usize, rel: &[u8], st: &Stat) -> u64 {
+        if carries_ino(st)
             && self.ino_xattr
             && !rel.is_empty()
             && let Some(ino) = self
@@ -1110,6 +1125,7 @@ impl Fs {
 
     /// Opens the winning copy of `ino`.
     pub fn open(&self, c: Caller, ino: u64, flags: i32) -> Result<u64> {
+        let _switch = self.switch_lock(ino).read();
         let (tier, st, rel) = self.locate(ino)?;
         if is_dir(&st) {
             return Err(Errno(libc::EISDIR));
@@ -1124,7 +1140,18 @@ impl Fs {
                 file: File::from(fd),
             }),
         );
+        self.access
+            .record(ino, flags & libc::O_ACCMODE != libc::O_WRONLY);
         Ok(fh)
+    }
+
+    fn switch_lock(&self, ino: u64) -> &parking_lot::RwLock<()> {
+        &self.switch[(ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % self.switch.len()]
+    }
+
+    /// Whether any handle on node `ino` is open.
+    pub fn is_open(&self, ino: u64) -> bool {
+        self.files.iter().any(|h| h.ino == ino)
     }
 
     /// The open file behind `fh`.
@@ -1297,7 +1324,7 @@ impl Fs {
             .ok_or(Errno(libc::ENOENT))?;
         let st = rustix::fs::statat(fd, os(&e.name), AtFlags::SYMLINK_NOFOLLOW)?;
         let mut a = self.attr_of(st);
-        if is_dir(&st)
+        if carries_ino(&st)
             && self.ino_xattr
             && let Some(ino) = read_ino_xattr(fd, &e.name)
         {
@@ -1484,6 +1511,11 @@ impl Fs {
         let (tier, st) = self.find(rel).ok()??;
         let ino = self.union_ino(tier, rel, &st);
         self.nodes.contains(ino).then_some(ino)
+    }
+
+    /// Free and total space of tier `i` (zeros for a tier that is gone).
+    pub fn tier_space(&self, i: usize) -> Space {
+        self.tiers.get(i).map(tier_space).unwrap_or_default()
     }
 
     /// Number of nodes the kernel holds.

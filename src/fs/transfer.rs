@@ -1,0 +1,324 @@
+//! Moving one file between tiers without any client noticing.
+//!
+//! The protocol (DESIGN.md, "Moving files between tiers"): copy data and
+//! metadata to a hidden temporary on the destination tier and fsync it;
+//! then, under the node's switch lock (new opens wait), check that no handle
+//! is open and the source is unchanged, rename the temporary into place,
+//! remove the source and fsync both directories. At every instant the name
+//! resolves to a complete copy with the latest content; a crash leaves at
+//! most a temporary (removed at the next start) or two identical copies,
+//! of which the faster one wins.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
+
+use super::{Errno, Fs, INO_XATTR, Result, is_internal_xattr, kind_of, not_here, os};
+use crate::tiers::{STATE_DIR, split_parent};
+
+/// Where the mover keeps its temporaries, inside each tier's state dir.
+pub const TMP_DIR: &str = "tmp";
+
+/// What happened to one move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The file now lives on the destination tier.
+    Moved {
+        /// Bytes copied.
+        bytes: u64,
+    },
+    /// Not moved; retried at a later pass.
+    Skipped(Skip),
+}
+
+/// Why a move did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// The name is no longer on the source tier (or is shadowed there).
+    Gone,
+    /// Not a regular file.
+    NotAFile,
+    /// More than one hard link: all names move together or not at all, and
+    /// finding every name costs a scan the mover does not make.
+    HardLinked,
+    /// A handle on the file is open.
+    Busy,
+    /// The source changed while it was being copied.
+    Changed,
+    /// Not enough room on the destination.
+    NoRoom,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Skip::Gone => "no longer on the source tier",
+            Skip::NotAFile => "not a regular file",
+            Skip::HardLinked => "has several hard links",
+            Skip::Busy => "open by a client",
+            Skip::Changed => "changed during the copy",
+            Skip::NoRoom => "not enough room on the destination",
+        })
+    }
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn ts(sec: i64, nsec: u64) -> Timespec {
+    Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    }
+}
+
+fn same_version(a: &Stat, b: &Stat) -> bool {
+    a.st_ino == b.st_ino
+        && a.st_dev == b.st_dev
+        && a.st_size == b.st_size
+        && a.st_mtime == b.st_mtime
+        && a.st_mtime_nsec == b.st_mtime_nsec
+        && a.st_ctime == b.st_ctime
+        && a.st_ctime_nsec == b.st_ctime_nsec
+}
+
+impl Fs {
+    /// The state directory of tier `i`, created on demand.
+    fn tmp_dir(&self, i: usize) -> Result<OwnedFd> {
+        let t = self.tier(i)?;
+        for rel in [
+            STATE_DIR.as_bytes().to_vec(),
+            format!("{STATE_DIR}/{TMP_DIR}").into_bytes(),
+        ] {
+            let (dir, name) = t.parent(&rel)?;
+            match rustix::fs::mkdirat(&dir, os(name), Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(t.open(
+            format!("{STATE_DIR}/{TMP_DIR}").as_bytes(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+        )?)
+    }
+
+    /// Removes what unfinished moves left in every tier's temporary
+    /// directory (run at mount, before clients arrive). Returns the count.
+    pub fn clean_temporaries(&self) -> usize {
+        let mut n = 0;
+        for t in self.tiers.iter() {
+            let rel = format!("{STATE_DIR}/{TMP_DIR}");
+            let Ok(dir) = t.open(rel.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY) else {
+                continue;
+            };
+            let mut names = Vec::new();
+            let mut buf = vec![std::mem::MaybeUninit::uninit(); 16 * 1024];
+            let mut it = rustix::fs::RawDir::new(&dir, &mut buf);
+            while let Some(Ok(e)) = it.next() {
+                let name = e.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    names.push(name.to_vec());
+                }
+            }
+            for name in names {
+                if super::dir::remove_tree(&dir, &name).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Moves the winning copy of `rel` from tier `from` to tier `to`.
+    /// `progress` is called with each chunk's size as data is copied (the
+    /// mover throttles and reports there). A file that cannot be moved now
+    /// is `Skipped`, never half-moved.
+    pub fn move_file(
+        &self,
+        rel: &[u8],
+        from: usize,
+        to: usize,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Outcome> {
+        let (tier, st) = match self.find(rel)? {
+            Some(x) => x,
+            None => return Ok(Outcome::Skipped(Skip::Gone)),
+        };
+        if tier != from {
+            return Ok(Outcome::Skipped(Skip::Gone));
+        }
+        if kind_of(&st) != libc::S_IFREG {
+            return Ok(Outcome::Skipped(Skip::NotAFile));
+        }
+        if st.st_nlink > 1 {
+            return Ok(Outcome::Skipped(Skip::HardLinked));
+        }
+        let ino = self.union_ino(from, rel, &st);
+        if self.is_open(ino) {
+            return Ok(Outcome::Skipped(Skip::Busy));
+        }
+        let dst = self.tier(to)?;
+        let room = super::tier_space(dst);
+        let margin = dst
+            .min_free
+            .map(|m| m.bytes_of(room.total_bytes))
+            .unwrap_or(0);
+        if room.free_bytes
+            < (st.st_size as u64)
+                .saturating_add(margin)
+                .saturating_add(1 << 20)
+        {
+            return Ok(Outcome::Skipped(Skip::NoRoom));
+        }
+
+        // 1. Copy to a temporary on the destination.
+        let src_tier = self.tier(from)?;
+        let src = File::from(
+            src_tier
+                .open(rel, OFlags::RDONLY | OFlags::NOATIME)
+                .or_else(|_| src_tier.open(rel, OFlags::RDONLY))?,
+        );
+        let tmpdir = self.tmp_dir(to)?;
+        let tmpname = format!(
+            "{:016x}.{}.{}",
+            ino,
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let tmp = File::from(rustix::fs::openat(
+            &tmpdir,
+            tmpname.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?);
+        let cleanup = |e: Errno| {
+            let _ = rustix::fs::unlinkat(&tmpdir, tmpname.as_str(), AtFlags::empty());
+            e
+        };
+        let copied = copy_data(&src, &tmp, st.st_size as u64, progress).map_err(cleanup)?;
+        copy_metadata(&src, &tmp, &st, ino).map_err(cleanup)?;
+        tmp.sync_all().map_err(|e| cleanup(e.into()))?;
+        drop(tmp);
+
+        // 2. Switch, with new opens waiting.
+        let _switch = self.switch_lock(ino).write();
+        let abandon = |why: Skip| {
+            let _ = rustix::fs::unlinkat(&tmpdir, tmpname.as_str(), AtFlags::empty());
+            Ok(Outcome::Skipped(why))
+        };
+        if self.is_open(ino) {
+            return abandon(Skip::Busy);
+        }
+        let now = match src_tier.lstat(rel) {
+            Ok(s) => s,
+            Err(e) if not_here(&e) => return abandon(Skip::Gone),
+            Err(e) => return Err(cleanup(e.into())),
+        };
+        if !same_version(&st, &now) {
+            return abandon(Skip::Changed);
+        }
+        let (parent_rel, _) = split_parent(rel);
+        self.clone_parents(to, parent_rel).map_err(cleanup)?;
+        let (ddir, dname) = dst.parent(rel).map_err(|e| cleanup(e.into()))?;
+        rustix::fs::renameat(&tmpdir, tmpname.as_str(), &ddir, os(dname))
+            .map_err(|e| cleanup(e.into()))?;
+        let _ = rustix::fs::fsync(&ddir);
+        // From here the destination copy is complete and in place; the
+        // source is now either the winner (moving down: until it is gone)
+        // or a shadowed duplicate (moving up). Both hold the same bytes.
+        let (sdir, sname) = src_tier.parent(rel)?;
+        rustix::fs::unlinkat(&sdir, os(sname), AtFlags::empty())?;
+        let _ = rustix::fs::fsync(&sdir);
+        if let Ok(node) = self.nodes.get(ino) {
+            node.set_tier(to);
+        }
+        log::debug!(
+            "moved {:?} from tier {} to tier {} ({} bytes)",
+            OsStr::from_bytes(rel),
+            from,
+            to,
+            copied
+        );
+        Ok(Outcome::Moved { bytes: copied })
+    }
+}
+
+/// Copies `len` bytes, in the kernel where it can (copy_file_range).
+fn copy_data(src: &File, dst: &File, len: u64, progress: &mut dyn FnMut(u64)) -> Result<u64> {
+    const CHUNK: usize = 4 << 20;
+    let mut off: u64 = 0;
+    let mut buf: Vec<u8> = Vec::new();
+    while off < len {
+        let want = ((len - off) as usize).min(CHUNK);
+        let mut oi = off as i64;
+        let mut oo = off as i64;
+        // SAFETY: valid fds and pointers to local offsets.
+        let r = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut oi, dst.as_raw_fd(), &mut oo, want, 0)
+        };
+        let n = if r > 0 {
+            r as usize
+        } else if r == 0 {
+            break; // source shrank; the version check will notice
+        } else {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EXDEV)
+                | Some(libc::EOPNOTSUPP)
+                | Some(libc::EINVAL)
+                | Some(libc::ENOSYS) => {
+                    buf.resize(want, 0);
+                    let n = src.read_at(&mut buf, off)?;
+                    if n == 0 {
+                        break;
+                    }
+                    dst.write_all_at(&buf[..n], off)?;
+                    n
+                }
+                Some(libc::EINTR) => continue,
+                _ => return Err(e.into()),
+            }
+        };
+        off += n as u64;
+        progress(n as u64);
+    }
+    Ok(off)
+}
+
+/// Owner, mode, xattrs (ACLs included), the union id, then the times, last
+/// so nothing after them touches atime or mtime.
+fn copy_metadata(src: &File, dst: &File, st: &Stat, ino: u64) -> Result<()> {
+    rustix::fs::fchown(
+        dst,
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
+    )?;
+    rustix::fs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    let mut names = vec![0u8; 64 * 1024];
+    let n = rustix::fs::flistxattr(src, &mut names[..]).unwrap_or(0);
+    let mut val = vec![0u8; 64 * 1024];
+    for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        if is_internal_xattr(name) {
+            continue;
+        }
+        let len = rustix::fs::fgetxattr(src, os(name), &mut val[..])?;
+        rustix::fs::fsetxattr(dst, os(name), &val[..len], rustix::fs::XattrFlags::empty())?;
+    }
+    rustix::fs::fsetxattr(
+        dst,
+        INO_XATTR,
+        &ino.to_le_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    )?;
+    let times = Timestamps {
+        last_access: ts(st.st_atime, st.st_atime_nsec),
+        last_modification: ts(st.st_mtime, st.st_mtime_nsec),
+    };
+    rustix::fs::futimens(dst, &times)?;
+    Ok(())
+}

@@ -171,7 +171,8 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
             log::error!("tier watcher stopped: {e}");
             return;
         }
-        let mut changes: HashMap<Change, bool> = HashMap::new();
+        // Per changed name: (content changed, name or attributes changed).
+        let mut changes: HashMap<Change, (bool, bool)> = HashMap::new();
         let mut handles: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut off = 0usize;
         let n = n as usize;
@@ -189,6 +190,7 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
                 continue; // dfs's own work: the kernel already knows
             }
             let data = mask & (libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE) != 0;
+            let names = mask & !(libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE | libc::FAN_ONDIR) != 0;
             let mut info = &ev[meta_len..event_len];
             while info.len() >= 4 {
                 let typ = info[0];
@@ -231,13 +233,14 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
                             dir,
                             name: name.to_vec(),
                         })
-                        .or_insert(false);
-                    *e |= data;
+                        .or_insert((false, false));
+                    e.0 |= data;
+                    e.1 |= names;
                 }
             }
         }
-        for (c, data) in changes {
-            apply(&core, inval.as_ref(), &c, data);
+        for (c, (data, names)) in changes {
+            apply(&core, inval.as_ref(), &c, data, names);
         }
     }
 }
@@ -283,7 +286,7 @@ fn union_dir(f: &Fsid, handle: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn apply(core: &Fs, inval: &dyn Invalidate, c: &Change, data: bool) {
+fn apply(core: &Fs, inval: &dyn Invalidate, c: &Change, data: bool, names: bool) {
     if c.dir.starts_with(crate::tiers::STATE_DIR.as_bytes())
         && (c.dir.len() == crate::tiers::STATE_DIR.len()
             || c.dir[crate::tiers::STATE_DIR.len()] == b'/')
@@ -296,6 +299,27 @@ fn apply(core: &Fs, inval: &dyn Invalidate, c: &Change, data: bool) {
         core.held_ino(&c.dir)
     };
     let name: &[u8] = if c.name == b"." { b"" } else { &c.name };
+    let rel = if c.dir.is_empty() || name.is_empty() {
+        if c.dir.is_empty() {
+            name.to_vec()
+        } else {
+            c.dir.clone()
+        }
+    } else {
+        let mut r = c.dir.clone();
+        r.push(b'/');
+        r.extend_from_slice(name);
+        r
+    };
+    let child = core.held_ino(&rel);
+    if !names {
+        // Only writes: when they come through dfs's own open handles (a
+        // client writing with passthrough) the kernel saw them already.
+        if let Some(ino) = child.filter(|&i| !core.is_open(i)) {
+            inval.inode(ino, data);
+        }
+        return;
+    }
     if let Some(p) = parent {
         if name.is_empty() {
             inval.inode(p, false);
@@ -304,15 +328,7 @@ fn apply(core: &Fs, inval: &dyn Invalidate, c: &Change, data: bool) {
         inval.entry(p, name);
         inval.inode(p, false);
     }
-    let rel = if c.dir.is_empty() {
-        name.to_vec()
-    } else {
-        let mut r = c.dir.clone();
-        r.push(b'/');
-        r.extend_from_slice(name);
-        r
-    };
-    if let Some(ino) = core.held_ino(&rel) {
+    if let Some(ino) = child {
         inval.inode(ino, data);
     }
     log::trace!("tier change: {:?}", OsStr::from_bytes(&rel));

@@ -628,7 +628,14 @@ impl Fs {
     /// Chooses the tier for new name `rel` and makes sure its parent chain
     /// exists there. The caller holds the name's lock and has checked that
     /// the name exists on no tier.
-    fn place(&self, c: Caller, rel: &[u8], kind: NodeKind, mode: u32) -> Result<usize> {
+    fn place(
+        &self,
+        c: Caller,
+        rel: &[u8],
+        kind: NodeKind,
+        mode: u32,
+        full: &[usize],
+    ) -> Result<usize> {
         let (parent_rel, _) = split_parent(rel);
         let exists: Vec<bool> = self
             .tiers
@@ -653,6 +660,7 @@ impl Fs {
                     space_fns[t.index].as_ref(),
                 )
             })
+            .filter(|v| !full.contains(&v.index))
             .filter(|v| match self.tier(v.index).ok().and_then(|t| t.min_free) {
                 None => true,
                 Some(min) => {
@@ -748,25 +756,43 @@ impl Fs {
         Ok(())
     }
 
-    /// Shared front half of every name-creating call: checks, lock, place.
-    fn new_name(
+    /// Every name-creating call: checks the name exists nowhere, places it
+    /// with the policy and runs `make` on the chosen tier, all under the
+    /// name's lock. A tier that turns out to be full (ENOSPC, EDQUOT) is
+    /// left out and the policy asked again, so a create fails for lack of
+    /// space only when no tier has room.
+    fn create_name<T>(
         &self,
         c: Caller,
         parent: u64,
         name: &[u8],
         kind: NodeKind,
         mode: u32,
-    ) -> Result<(Vec<u8>, usize, MutexGuard<'_, ()>)> {
+        make: impl Fn(usize, &[u8]) -> Result<T>,
+    ) -> Result<(Vec<u8>, usize, T)> {
         if Self::reserved(parent, name) {
             return Err(Errno(libc::EPERM));
         }
         let rel = self.child(parent, name)?;
-        let guard = self.locks.lock(parent, name);
+        let _guard = self.locks.lock(parent, name);
         if self.find(&rel)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
-        let tier = self.place(c, &rel, kind, mode)?;
-        Ok((rel, tier, guard))
+        let mut full: Vec<usize> = Vec::new();
+        loop {
+            let tier = self.place(c, &rel, kind, mode, &full)?;
+            match make(tier, &rel) {
+                Err(Errno(e)) if (e == libc::ENOSPC || e == libc::EDQUOT) => {
+                    log::info!(
+                        "tier `{}` is full; placing {:?} again without it",
+                        self.tier(tier).map(|t| t.name.as_str()).unwrap_or("?"),
+                        os(&rel)
+                    );
+                    full.push(tier);
+                }
+                r => return r.map(|v| (rel, tier, v)),
+            }
+        }
     }
 
     fn finish_new(&self, parent: u64, name: &[u8], tier: usize, rel: &[u8]) -> Result<Attr> {
@@ -778,11 +804,14 @@ impl Fs {
 
     /// mkdir: EEXIST if the name is on any tier; placed by the policy.
     pub fn mkdir(&self, c: Caller, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
-        let (rel, tier, _g) = self.new_name(c, parent, name, NodeKind::Directory, mode)?;
-        let (dir, n) = self.tier(tier)?.parent(&rel)?;
-        as_caller(c, || {
-            rustix::fs::mkdirat(&dir, os(n), Mode::from_raw_mode(mode & 0o7777))
-        })?;
+        let (rel, tier, ()) =
+            self.create_name(c, parent, name, NodeKind::Directory, mode, |tier, rel| {
+                let (dir, n) = self.tier(tier)?.parent(rel)?;
+                as_caller(c, || {
+                    rustix::fs::mkdirat(&dir, os(n), Mode::from_raw_mode(mode & 0o7777))
+                })?;
+                Ok(())
+            })?;
         self.finish_new(parent, name, tier, &rel)
     }
 
@@ -793,26 +822,30 @@ impl Fs {
         } else {
             NodeKind::Special
         };
-        let (rel, tier, _g) = self.new_name(c, parent, name, kind, mode)?;
-        let (dir, n) = self.tier(tier)?.parent(&rel)?;
-        let cname = CString::new(n).map_err(|_| Errno(libc::EINVAL))?;
-        as_caller(c, || {
-            // SAFETY: valid dir fd and C string; mode and dev are integers.
-            let r = unsafe { libc::mknodat(dir.as_raw_fd(), cname.as_ptr(), mode, rdev) };
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(Errno::from(io::Error::last_os_error()))
-            }
+        let (rel, tier, ()) = self.create_name(c, parent, name, kind, mode, |tier, rel| {
+            let (dir, n) = self.tier(tier)?.parent(rel)?;
+            let cname = CString::new(n).map_err(|_| Errno(libc::EINVAL))?;
+            as_caller(c, || {
+                // SAFETY: valid dir fd and C string; mode and dev are integers.
+                let r = unsafe { libc::mknodat(dir.as_raw_fd(), cname.as_ptr(), mode, rdev) };
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(Errno::from(io::Error::last_os_error()))
+                }
+            })
         })?;
         self.finish_new(parent, name, tier, &rel)
     }
 
     /// symlink: the target is stored unchanged.
     pub fn symlink(&self, c: Caller, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
-        let (rel, tier, _g) = self.new_name(c, parent, name, NodeKind::Symlink, 0o777)?;
-        let (dir, n) = self.tier(tier)?.parent(&rel)?;
-        as_caller(c, || rustix::fs::symlinkat(os(target), &dir, os(n)))?;
+        let (rel, tier, ()) =
+            self.create_name(c, parent, name, NodeKind::Symlink, 0o777, |tier, rel| {
+                let (dir, n) = self.tier(tier)?.parent(rel)?;
+                as_caller(c, || rustix::fs::symlinkat(os(target), &dir, os(n)))?;
+                Ok(())
+            })?;
         self.finish_new(parent, name, tier, &rel)
     }
 
@@ -826,13 +859,15 @@ impl Fs {
         mode: u32,
         flags: i32,
     ) -> Result<(Attr, u64)> {
-        match self.new_name(c, parent, name, NodeKind::File, mode) {
-            Ok((rel, tier, _g)) => {
-                let (dir, n) = self.tier(tier)?.parent(&rel)?;
-                let oflags = open_flags(flags) | OFlags::CREATE | OFlags::EXCL;
-                let fd = as_caller(c, || {
-                    rustix::fs::openat(&dir, os(n), oflags, Mode::from_raw_mode(mode & 0o7777))
-                })?;
+        let made = self.create_name(c, parent, name, NodeKind::File, mode, |tier, rel| {
+            let (dir, n) = self.tier(tier)?.parent(rel)?;
+            let oflags = open_flags(flags) | OFlags::CREATE | OFlags::EXCL;
+            Ok(as_caller(c, || {
+                rustix::fs::openat(&dir, os(n), oflags, Mode::from_raw_mode(mode & 0o7777))
+            })?)
+        });
+        match made {
+            Ok((rel, tier, fd)) => {
                 let a = self.finish_new(parent, name, tier, &rel)?;
                 let fh = self.fh();
                 self.files.insert(

@@ -75,11 +75,17 @@ pub fn run(
         Ok(_) => Duration::from_secs(30),
         Err(_) => Duration::from_secs(1),
     };
+    // While watched, every change on a tier is reported, so dfs may keep
+    // directory handles for as long as the kernel holds the directory.
     let ttl = CacheTimes {
         entry: cfg.cache.entry.unwrap_or(default_ttl),
         attr: cfg.cache.attr.unwrap_or(default_ttl),
         negative: cfg.cache.negative.unwrap_or(default_ttl),
     };
+    core.set_dir_cache_lifetime(match &watch {
+        Ok(_) => None,
+        Err(_) => Some(ttl.attr.min(Duration::from_secs(1))),
+    });
     let fs = FuseFs::new(core.clone(), ttl, settings.passthrough);
 
     let mut fcfg = fuser::Config::default();

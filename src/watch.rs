@@ -312,6 +312,9 @@ fn apply(core: &Fs, inval: &dyn Invalidate, c: &Change, data: bool, names: bool)
         r
     };
     let child = core.held_ino(&rel);
+    if names {
+        core.dirs_changed();
+    }
     if !names {
         // Only writes: when they come through dfs's own open handles (a
         // client writing with passthrough) the kernel saw them already.

@@ -175,6 +175,33 @@ pub struct Fs {
     switch: Vec<parking_lot::RwLock<()>>,
     /// When each file was last opened through dfs.
     pub access: crate::access::AccessLog,
+    /// Open handles on the tier copies of directories the kernel holds, so
+    /// a lookup costs one fstatat per tier and no path walk.
+    dircache: DashMap<u64, Arc<DirFds>>,
+    /// Bumped by every change to which directories exist where; cached
+    /// handles from an older epoch are rebuilt.
+    dir_epoch: AtomicU64,
+    /// How long cached directory handles are trusted (milliseconds): for
+    /// ever while the tiers are watched, else the attribute lifetime.
+    dir_ttl_ms: AtomicU64,
+}
+
+/// Marks directory handles stale when dropped: at the end of an operation
+/// that may have removed or moved directories, whichever way it ends.
+struct DirsChanged<'a>(&'a Fs);
+
+impl Drop for DirsChanged<'_> {
+    fn drop(&mut self) {
+        self.0.dirs_changed();
+    }
+}
+
+/// Handles on every tier's copy of one union directory (`None`: the tier
+/// has no such directory).
+struct DirFds {
+    epoch: u64,
+    made: std::time::Instant,
+    fds: Vec<Option<OwnedFd>>,
 }
 
 /// xattr in which a directory copy made by dfs records its union node id.
@@ -366,7 +393,80 @@ impl Fs {
             ino_xattr: rustix::process::geteuid().as_raw() == 0,
             switch: (0..64).map(|_| parking_lot::RwLock::new(())).collect(),
             access: crate::access::AccessLog::default(),
+            dircache: DashMap::new(),
+            dir_epoch: AtomicU64::new(0),
+            dir_ttl_ms: AtomicU64::new(1000),
         }
+    }
+
+    /// How long directory handles may be reused without checking: pass
+    /// `None` while a watcher reports every change made on the tiers.
+    pub fn set_dir_cache_lifetime(&self, d: Option<std::time::Duration>) {
+        let ms = d.map(|d| d.as_millis().min(u128::from(u64::MAX - 1)) as u64);
+        self.dir_ttl_ms
+            .store(ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Something changed which directories exist on which tier.
+    pub fn dirs_changed(&self) {
+        self.dir_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Handles on every tier's copy of directory `ino`, cached while the
+    /// kernel holds the node.
+    fn dir_fds(&self, ino: u64) -> Result<Arc<DirFds>> {
+        let epoch = self.dir_epoch.load(Ordering::Acquire);
+        if let Some(d) = self.dircache.get(&ino) {
+            let ttl = self.dir_ttl_ms.load(Ordering::Relaxed);
+            if d.epoch == epoch
+                && (ttl == u64::MAX || d.made.elapsed().as_millis() < u128::from(ttl))
+            {
+                return Ok(d.clone());
+            }
+        }
+        let rel = self.nodes.path_of(ino)?;
+        let mut fds = Vec::with_capacity(self.tiers.len());
+        for t in self.tiers.iter() {
+            match t.open(&rel, OFlags::PATH | OFlags::DIRECTORY) {
+                Ok(fd) => fds.push(Some(fd)),
+                Err(e) if not_here(&e) => fds.push(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if fds.iter().all(Option::is_none) {
+            self.dircache.remove(&ino);
+            return Err(Errno(libc::ENOENT));
+        }
+        let d = Arc::new(DirFds {
+            epoch,
+            made: std::time::Instant::now(),
+            fds,
+        });
+        if self.nodes.contains(ino) {
+            self.dircache.insert(ino, d.clone());
+        }
+        Ok(d)
+    }
+
+    /// The winning copy of `name` in directory `d`: (tier, stat, node id).
+    fn find_in(&self, d: &DirFds, name: &[u8]) -> Result<Option<(usize, Stat, u64)>> {
+        for (i, fd) in d.fds.iter().enumerate() {
+            let Some(fd) = fd else { continue };
+            match rustix::fs::statat(fd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    let ino = if carries_ino(&st) && self.ino_xattr {
+                        read_ino_xattr(fd, name)
+                            .unwrap_or_else(|| self.nodes.ino_for(st.st_dev, st.st_ino))
+                    } else {
+                        self.nodes.ino_for(st.st_dev, st.st_ino)
+                    };
+                    return Ok(Some((i, st, ino)));
+                }
+                Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
     }
 
     /// The tiers, in order.
@@ -488,19 +588,19 @@ impl Fs {
         if Self::reserved(parent, name) {
             return Err(Errno(libc::ENOENT));
         }
-        let rel = self.child(parent, name)?;
-        let (tier, st) = self.find(&rel)?.ok_or(Errno(libc::ENOENT))?;
-        let a = Attr {
-            ino: self.union_ino(tier, &rel, &st),
-            st,
-        };
-        self.nodes.remember(a.ino, kind_of(&st), tier, parent, name);
-        Ok(a)
+        check_name(name)?;
+        let d = self.dir_fds(parent)?;
+        let (tier, st, ino) = self.find_in(&d, name)?.ok_or(Errno(libc::ENOENT))?;
+        self.nodes.remember(ino, kind_of(&st), tier, parent, name);
+        Ok(Attr { ino, st })
     }
 
     /// Gives back `n` kernel references on `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         self.nodes.forget(ino, n);
+        if !self.nodes.contains(ino) {
+            self.dircache.remove(&ino);
+        }
     }
 
     /// Attributes of `ino`; through the open file when `fh` is given, so an
@@ -635,13 +735,9 @@ impl Fs {
         kind: NodeKind,
         mode: u32,
         full: &[usize],
+        exists: &[bool],
     ) -> Result<usize> {
         let (parent_rel, _) = split_parent(rel);
-        let exists: Vec<bool> = self
-            .tiers
-            .iter()
-            .map(|t| t.open(parent_rel, OFlags::PATH | OFlags::DIRECTORY).is_ok())
-            .collect();
         let space_fns: Vec<Box<dyn Fn() -> Space + '_>> = self
             .tiers
             .iter()
@@ -720,7 +816,7 @@ impl Fs {
             let union_ino = self.union_ino(src_tier, prefix, &st);
             let (pdir, name) = t.parent(prefix)?;
             match rustix::fs::mkdirat(&pdir, os(name), Mode::from_raw_mode(st.st_mode & 0o7777)) {
-                Ok(()) => {}
+                Ok(()) => self.dirs_changed(),
                 Err(rustix::io::Errno::EXIST) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -775,12 +871,14 @@ impl Fs {
         }
         let rel = self.child(parent, name)?;
         let _guard = self.locks.lock(parent, name);
-        if self.find(&rel)?.is_some() {
+        let d = self.dir_fds(parent)?;
+        if self.find_in(&d, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
+        let exists: Vec<bool> = d.fds.iter().map(Option::is_some).collect();
         let mut full: Vec<usize> = Vec::new();
         loop {
-            let tier = self.place(c, &rel, kind, mode, &full)?;
+            let tier = self.place(c, &rel, kind, mode, &full, &exists)?;
             match make(tier, &rel) {
                 Err(Errno(e)) if (e == libc::ENOSPC || e == libc::EDQUOT) => {
                     log::info!(
@@ -810,6 +908,7 @@ impl Fs {
                 as_caller(c, || {
                     rustix::fs::mkdirat(&dir, os(n), Mode::from_raw_mode(mode & 0o7777))
                 })?;
+                self.dirs_changed();
                 Ok(())
             })?;
         self.finish_new(parent, name, tier, &rel)
@@ -929,6 +1028,7 @@ impl Fs {
 
     /// unlink: every copy goes, last tier first (rule 2).
     pub fn unlink(&self, c: Caller, parent: u64, name: &[u8]) -> Result<()> {
+        let _bump = DirsChanged(self);
         if Self::reserved(parent, name) {
             return Err(Errno(libc::ENOENT));
         }
@@ -955,6 +1055,7 @@ impl Fs {
     /// rmdir: ENOTEMPTY unless the union listing is empty; then every copy
     /// goes, last tier first (rule 3).
     pub fn rmdir(&self, c: Caller, parent: u64, name: &[u8]) -> Result<()> {
+        let _bump = DirsChanged(self);
         if Self::reserved(parent, name) {
             return Err(Errno(libc::ENOENT));
         }
@@ -993,6 +1094,7 @@ impl Fs {
         newname: &[u8],
         flags: u32,
     ) -> Result<()> {
+        let _bump = DirsChanged(self);
         if Self::reserved(parent, name) {
             return Err(Errno(libc::ENOENT));
         }

@@ -27,6 +27,8 @@ pub struct DirEntry {
     pub d_ino: u64,
     /// d_type on that tier.
     pub kind: FileType,
+    /// The entry's node id as stat shows it (filled in by the core).
+    pub ino: u64,
 }
 
 /// An open directory: the merged names, plus an open handle on every
@@ -79,6 +81,7 @@ pub fn list(tiers: &TierSet, ino: u64, rel: &[u8], is_root: bool) -> Result<DirH
                     tier: tier.index,
                     d_ino: ent.ino(),
                     kind: ent.file_type(),
+                    ino: 0,
                 });
             }
         }

@@ -18,7 +18,7 @@ pub mod transfer;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -630,7 +630,23 @@ impl Fs {
     /// chmod, chown, truncate and utimens. Directories change on every tier
     /// (rule 7); files on their winning copy only (rule 1).
     pub fn setattr(&self, c: Caller, ino: u64, sa: SetAttr, fh: Option<u64>) -> Result<Attr> {
-        let (tier, st, rel) = self.locate(ino)?;
+        let (tier, st, rel) = match self.locate(ino) {
+            Ok(x) => x,
+            // No name left (unlinked while open): act through the handle.
+            Err(e) => {
+                let h = fh
+                    .and_then(|fh| self.files.get(&fh).map(|h| h.clone()))
+                    .or_else(|| {
+                        self.files
+                            .iter()
+                            .find(|h| h.ino == ino)
+                            .map(|h| h.value().clone())
+                    })
+                    .ok_or(e)?;
+                self.setattr_fd(c, &h.file, &sa)?;
+                return self.getattr(ino, fh);
+            }
+        };
         let targets: Vec<usize> = if is_dir(&st) {
             self.find_all(&rel)?
                 .into_iter()
@@ -692,23 +708,31 @@ impl Fs {
 
     fn setattr_root(&self, c: Caller, t: &Tier, sa: &SetAttr) -> Result<()> {
         let fd = t.open(b"", OFlags::RDONLY | OFlags::DIRECTORY)?;
+        self.setattr_fd(c, &fd, &SetAttr { size: None, ..*sa })
+    }
+
+    /// setattr through an open file descriptor.
+    fn setattr_fd(&self, c: Caller, fd: &impl AsFd, sa: &SetAttr) -> Result<()> {
+        if let Some(size) = sa.size {
+            rustix::fs::ftruncate(fd, size)?;
+        }
         self.checked(c, || -> Result<()> {
             if sa.uid.is_some() || sa.gid.is_some() {
                 rustix::fs::fchown(
-                    &fd,
+                    fd,
                     sa.uid.map(rustix::fs::Uid::from_raw),
                     sa.gid.map(rustix::fs::Gid::from_raw),
                 )?;
             }
             if let Some(mode) = sa.mode {
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))?;
+                rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))?;
             }
             if sa.atime.is_some() || sa.mtime.is_some() {
                 let ts = Timestamps {
                     last_access: sa.atime.map(timespec).unwrap_or(OMIT),
                     last_modification: sa.mtime.map(timespec).unwrap_or(OMIT),
                 };
-                rustix::fs::futimens(&fd, &ts)?;
+                rustix::fs::futimens(fd, &ts)?;
             }
             Ok(())
         })
@@ -815,6 +839,14 @@ impl Fs {
                 .ok_or(Errno(libc::ENOENT))?;
             let union_ino = self.union_ino(src_tier, prefix, &st);
             let (pdir, name) = t.parent(prefix)?;
+            // A non-directory in the way on this tier is shadowed by the
+            // directory (which wins on a faster tier): invisible junk.
+            if let Ok(junk) = rustix::fs::statat(&pdir, os(name), AtFlags::SYMLINK_NOFOLLOW)
+                && !is_dir(&junk)
+                && src_tier < to
+            {
+                self.remove_copy(to, prefix, &junk)?;
+            }
             match rustix::fs::mkdirat(&pdir, os(name), Mode::from_raw_mode(st.st_mode & 0o7777)) {
                 Ok(()) => self.dirs_changed(),
                 Err(rustix::io::Errno::EXIST) => continue,
@@ -980,8 +1012,13 @@ impl Fs {
             }
             Err(Errno(libc::EEXIST)) if flags & libc::O_EXCL == 0 => {
                 let a = self.lookup(parent, name)?;
-                let fh = self.open(c, a.ino, flags & !libc::O_CREAT)?;
-                Ok((a, fh))
+                match self.open(c, a.ino, flags & !libc::O_CREAT) {
+                    Ok(fh) => Ok((a, fh)),
+                    Err(e) => {
+                        self.forget(a.ino, 1); // the kernel gets no entry
+                        Err(e)
+                    }
+                }
             }
             Err(e) => Err(e),
         }
@@ -1195,8 +1232,11 @@ impl Fs {
         Ok(())
     }
 
-    /// RENAME_EXCHANGE: atomic on one tier; across tiers, two renames that
-    /// never lose either file (a is briefly resolved from b's old tier).
+    /// RENAME_EXCHANGE. Invisible copies (shadowed non-directories, and
+    /// anything shadowed under a file) are dropped first; then the two names
+    /// are swapped on every tier that holds either: atomically where a tier
+    /// holds both, by a rename where it holds one. A directory merged from
+    /// several tiers swaps as a whole. Never EXDEV.
     fn exchange(
         &self,
         c: Caller,
@@ -1205,56 +1245,39 @@ impl Fs {
         b: &[u8],
         b_copies: &[(usize, Stat)],
     ) -> Result<()> {
-        let (ta, _) = a_copies[0];
-        let (tb, _) = b_copies[0];
-        if ta == tb {
-            let t = self.tier(ta)?;
-            let (ad, an) = t.parent(a)?;
-            let (bd, bn) = t.parent(b)?;
+        let mut a_tiers: Vec<usize> = Vec::new();
+        let mut b_tiers: Vec<usize> = Vec::new();
+        for (p, copies, keep) in [(a, a_copies, &mut a_tiers), (b, b_copies, &mut b_tiers)] {
+            let winner_dir = is_dir(&copies[0].1);
+            keep.push(copies[0].0);
+            for (i, st) in &copies[1..] {
+                if winner_dir && is_dir(st) {
+                    keep.push(*i);
+                } else {
+                    self.remove_copy(*i, p, st)?;
+                }
+            }
+        }
+        for t in self.tiers.iter() {
+            let (ha, hb) = (a_tiers.contains(&t.index), b_tiers.contains(&t.index));
+            if !ha && !hb {
+                continue;
+            }
+            let (from, to) = if ha { (a, b) } else { (b, a) };
+            if !(ha && hb) {
+                self.clone_parents(t.index, split_parent(to).0)?;
+            }
+            let (fd, fname) = t.parent(from)?;
+            let (td, tname) = t.parent(to)?;
+            let flags = if ha && hb {
+                rustix::fs::RenameFlags::EXCHANGE
+            } else {
+                rustix::fs::RenameFlags::NOREPLACE
+            };
             self.checked(c, || {
-                rustix::fs::renameat_with(
-                    &ad,
-                    os(an),
-                    &bd,
-                    os(bn),
-                    rustix::fs::RenameFlags::EXCHANGE,
-                )
+                rustix::fs::renameat_with(&fd, os(fname), &td, os(tname), flags)
             })?;
-            return Ok(());
         }
-        if a_copies.len() > 1 && is_dir(&a_copies[0].1)
-            || b_copies.len() > 1 && is_dir(&b_copies[0].1)
-        {
-            // A directory merged from several tiers cannot be swapped whole.
-            return Err(Errno(libc::EXDEV));
-        }
-        // Make (first, second) = (faster tier, slower tier).
-        let (x, x_copies, y, y_copies) = if ta < tb {
-            (a, a_copies, b, b_copies)
-        } else {
-            (b, b_copies, a, a_copies)
-        };
-        let (tx, ty) = (x_copies[0].0, y_copies[0].0);
-        for (i, st) in &x_copies[1..] {
-            self.remove_copy(*i, x, st)?;
-        }
-        for (i, st) in &y_copies[1..] {
-            self.remove_copy(*i, y, st)?;
-        }
-        let (_, y_parent_rel) = (0, split_parent(y).0);
-        let (_, x_parent_rel) = (0, split_parent(x).0);
-        self.clone_parents(tx, y_parent_rel)?;
-        self.clone_parents(ty, x_parent_rel)?;
-        let t = self.tier(tx)?;
-        let (xd, xn) = t.parent(x)?;
-        let (yd, yn) = t.parent(y)?;
-        // x's file becomes y (shadowing y's old copy on the slower tier)...
-        self.checked(c, || rustix::fs::renameat(&xd, os(xn), &yd, os(yn)))?;
-        // ...and y's old file becomes x on its own tier.
-        let u = self.tier(ty)?;
-        let (yd2, yn2) = u.parent(y)?;
-        let (xd2, xn2) = u.parent(x)?;
-        self.checked(c, || rustix::fs::renameat(&yd2, os(yn2), &xd2, os(xn2)))?;
         Ok(())
     }
 
@@ -1431,7 +1454,10 @@ impl Fs {
         if !self.opts.kernel_permissions {
             self.access(c, ino, libc::R_OK)?;
         }
-        let h = dir::list(&self.tiers, ino, &rel, ino == ROOT)?;
+        let mut h = dir::list(&self.tiers, ino, &rel, ino == ROOT)?;
+        for e in h.entries.iter_mut() {
+            e.ino = self.listed_ino(&h.fds, e);
+        }
         let fh = self.fh();
         self.dirs.insert(fh, Arc::new(h));
         Ok(fh)
@@ -1445,10 +1471,35 @@ impl Fs {
             .ok_or(Errno(libc::EBADF))
     }
 
-    /// d_ino for an entry of a listing.
+    /// d_ino for an entry of a listing: the st_ino a lookup would give.
     pub fn entry_ino(&self, e: &dir::DirEntry) -> u64 {
+        e.ino
+    }
+
+    fn listed_ino(&self, fds: &[Option<OwnedFd>], e: &dir::DirEntry) -> u64 {
         let dev = self.tiers.get(e.tier).map(|t| t.dev).unwrap_or(0);
-        self.nodes.ino_for(dev, e.d_ino)
+        let plain = self.nodes.ino_for(dev, e.d_ino);
+        let may_carry = matches!(
+            e.kind,
+            rustix::fs::FileType::Directory | rustix::fs::FileType::RegularFile
+        );
+        if !(self.ino_xattr && may_carry) {
+            return plain;
+        }
+        let Some(fd) = fds.get(e.tier).and_then(|f| f.as_ref()) else {
+            return plain;
+        };
+        match read_ino_xattr(fd, &e.name) {
+            None => plain,
+            Some(ino) if e.kind == rustix::fs::FileType::Directory => ino,
+            // A file's recorded id counts only while it has one link, as in
+            // lookups (see carries_ino).
+            Some(ino) => match rustix::fs::statat(fd, os(&e.name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if carries_ino(&st) => ino,
+                Ok(st) => self.nodes.ino_for(st.st_dev, st.st_ino),
+                Err(_) => plain,
+            },
+        }
     }
 
     /// For readdirplus: stats entry `e` of directory handle `h` and takes a

@@ -213,7 +213,16 @@ impl Nodes {
         let mut cur = ino;
         while cur != ROOT {
             let node = self.get(cur)?;
-            let link = node.first_link().ok_or(Errno(libc::ENOENT))?;
+            // Any name whose parent the kernel still holds will do (a hard
+            // link's newest name may sit in a directory already forgotten).
+            let link = {
+                let links = node.links.lock();
+                links
+                    .iter()
+                    .find(|l| l.parent == ROOT || self.map.contains_key(&l.parent))
+                    .cloned()
+                    .ok_or(Errno(libc::ENOENT))?
+            };
             comps.push(link.name);
             cur = link.parent;
             if comps.len() > MAX_DEPTH {

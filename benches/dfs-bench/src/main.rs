@@ -1,0 +1,493 @@
+//! dfs-bench: dfs against the native filesystem, on the same disk, in the
+//! same run (issue 4's "Benchmark" and "Targets").
+//!
+//! Run as root from the workspace: `cargo run --release -p dfs-bench`
+//! (`-- --help` for the flags; `-- --quick` for a ~10x smaller smoke run).
+
+mod daemon;
+mod table;
+mod workloads;
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Parser;
+
+use daemon::Daemon;
+use table::Table;
+use workloads::{Ctx, Sizes};
+
+const MIB: u64 = 1 << 20;
+
+const ALL: &[&str] = &["rt", "seq", "rand", "small", "tree", "neg", "tier2", "mem"];
+
+/// Benchmark dfs against the native filesystem on the same disk. Needs root
+/// (drop_caches, FUSE passthrough). Prints a table of medians: ratio 1.0 is
+/// native speed, higher is better (dfs/native for rates, native/dfs for
+/// times), with issue 4's target for each line.
+#[derive(Debug, Parser)]
+#[command(name = "dfs-bench")]
+struct Args {
+    /// The dfs binary to benchmark (also $DFS_BIN). Default: build it with
+    /// `cargo build --release --bin dfs` in this workspace.
+    #[arg(long, value_name = "PATH")]
+    dfs: Option<PathBuf>,
+    /// Directory in which the scratch directory (native dir, two tiers,
+    /// mount point) is made; it must be on the disk you want to measure.
+    #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
+    scratch: PathBuf,
+    /// Keep the scratch directory (and the dfs log in it) afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Repetitions of every workload on each side (the table shows medians).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Shrink every workload about 10x (a smoke run).
+    #[arg(long)]
+    quick: bool,
+    /// Run only these workloads (comma-separated): rt (the round-trip
+    /// floor), seq, rand, small, tree, neg, tier2, mem.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    only: Vec<String>,
+    /// Exit with status 2 when a line is under its target.
+    #[arg(long)]
+    strict: bool,
+    /// Extra `-o` options for `dfs mount` (e.g. threads=4).
+    #[arg(long, value_name = "OPTS")]
+    mount_opts: Option<String>,
+    /// Count the FUSE requests of every timed phase on the mount (runs dfs
+    /// with RUST_LOG=info,fuser::request=debug and parses its log; the
+    /// logging slows dfs down, so the timings of such a run are not its
+    /// real speed).
+    #[arg(long)]
+    count_requests: bool,
+    /// Write the daemon's whole stderr here (e.g. with RUST_LOG=debug to
+    /// count FUSE requests); default: SCRATCH/dfs.log.
+    #[arg(long, value_name = "FILE")]
+    dfs_log: Option<PathBuf>,
+
+    /// seq-write/seq-read file size, MiB [1024; quick 100].
+    #[arg(long, value_name = "MIB")]
+    seq_mib: Option<u64>,
+    /// rand-read-4k file size, MiB [256; quick 32].
+    #[arg(long, value_name = "MIB")]
+    rand_mib: Option<u64>,
+    /// rand-read-4k: number of 4 KiB preads [50000; quick 5000].
+    #[arg(long, value_name = "N")]
+    rand_reads: Option<u64>,
+    /// Small files: number of files [10000; quick 1000].
+    #[arg(long, value_name = "N")]
+    small_files: Option<usize>,
+    /// Small files: number of directories [100; quick 10].
+    #[arg(long, value_name = "N")]
+    small_dirs: Option<usize>,
+    /// Small files: size of each, bytes [4096].
+    #[arg(long, value_name = "BYTES")]
+    small_size: Option<usize>,
+    /// The real tree to tar up once and untar [/usr/include; quick
+    /// /usr/include/linux].
+    #[arg(long, value_name = "DIR")]
+    tree: Option<PathBuf>,
+    /// The word `grep -r -w` counts in the tree.
+    #[arg(long, value_name = "WORD", default_value = "uint32_t")]
+    grep_word: String,
+    /// neg-lookup: names stat'ed [10000; quick 1000].
+    #[arg(long, value_name = "N")]
+    neg_names: Option<usize>,
+    /// neg-lookup: directories (present on both tiers) [100; quick 10].
+    #[arg(long, value_name = "N")]
+    neg_dirs: Option<usize>,
+    /// tier2-stat/tier2-read: files on the second tier only [10000; quick 1000].
+    #[arg(long, value_name = "N")]
+    tier2_files: Option<usize>,
+    /// memory: distinct files looked up [200000; quick 20000].
+    #[arg(long, value_name = "N")]
+    mem_files: Option<usize>,
+}
+
+impl Args {
+    fn sizes(&self) -> Sizes {
+        let q = self.quick;
+        let pick =
+            |v: Option<usize>, full: usize, quick: usize| v.unwrap_or(if q { quick } else { full });
+        let tree = self.tree.clone().unwrap_or_else(|| {
+            let linux = PathBuf::from("/usr/include/linux");
+            if q && linux.is_dir() {
+                linux
+            } else {
+                PathBuf::from("/usr/include")
+            }
+        });
+        Sizes {
+            seq_bytes: self.seq_mib.unwrap_or(if q { 100 } else { 1024 }) * MIB,
+            io_size: MIB as usize,
+            rand_bytes: self.rand_mib.unwrap_or(if q { 32 } else { 256 }).max(1) * MIB,
+            rand_reads: self.rand_reads.unwrap_or(if q { 5_000 } else { 50_000 }),
+            small_files: pick(self.small_files, 10_000, 1_000),
+            small_dirs: pick(self.small_dirs, 100, 10).max(1),
+            small_size: pick(self.small_size, 4096, 4096),
+            tree_src: tree,
+            grep_word: self.grep_word.clone(),
+            neg_names: pick(self.neg_names, 10_000, 1_000),
+            neg_dirs: pick(self.neg_dirs, 100, 10).max(1),
+            tier2_files: pick(self.tier2_files, 10_000, 1_000),
+            tier2_dirs: if q { 10 } else { 100 },
+            tier2_size: 4096,
+            mem_files: pick(self.mem_files, 200_000, 20_000).max(1),
+            roundtrips: if q { 5_000 } else { 50_000 },
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let strict = args.strict;
+    match run(args) {
+        Ok(under) => std::process::exit(if under && strict { 2 } else { 0 }),
+        Err(e) => {
+            eprintln!("dfs-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn read_trim(p: &str) -> String {
+    std::fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Runs everything; returns whether some line is under target.
+fn run(args: Args) -> io::Result<bool> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(io::Error::other(
+            "must run as root (drop_caches, FUSE passthrough)",
+        ));
+    }
+    let only: Vec<&str> = if args.only.is_empty() {
+        ALL.to_vec()
+    } else {
+        for w in &args.only {
+            if !ALL.contains(&w.as_str()) {
+                return Err(io::Error::other(format!(
+                    "unknown workload `{w}` (one of {})",
+                    ALL.join(", ")
+                )));
+            }
+        }
+        args.only.iter().map(|s| s.as_str()).collect()
+    };
+    let want = |w: &str| only.contains(&w);
+    let reps = args.reps.max(1);
+    let sizes = args.sizes();
+    daemon::install_signal_handler()?;
+
+    let bin = match args
+        .dfs
+        .clone()
+        .or_else(|| std::env::var_os("DFS_BIN").map(PathBuf::from))
+    {
+        Some(b) => b,
+        None => daemon::build()?,
+    };
+    let bin = bin
+        .canonicalize()
+        .map_err(|e| io::Error::other(format!("{}: {e}", bin.display())))?;
+
+    // Scratch: native dir, two tiers and the mount point, all on one disk.
+    let scratch = args
+        .scratch
+        .canonicalize()?
+        .join(format!("dfs-bench.{}", std::process::id()));
+    let native = scratch.join("native");
+    let tiers = [scratch.join("tier0"), scratch.join("tier1")];
+    let mnt = scratch.join("mnt");
+    for d in [&native, &tiers[0], &tiers[1], &mnt] {
+        std::fs::create_dir_all(d)?;
+    }
+    if !args.keep {
+        *daemon::SCRATCH.lock().unwrap() = Some(scratch.clone());
+    }
+    let devs: Vec<u64> = [&native, &tiers[0], &tiers[1]]
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.dev()))
+        .collect::<io::Result<_>>()?;
+    if devs.iter().any(|&d| d != devs[0]) {
+        return Err(io::Error::other(
+            "native dir and tiers are not on one filesystem",
+        ));
+    }
+    let result = bench(
+        &args,
+        &bin,
+        sizes,
+        reps,
+        &want,
+        &scratch,
+        native,
+        tiers,
+        mnt.clone(),
+    );
+    if daemon::mount_type(&mnt).is_some() {
+        eprintln!(
+            "dfs-bench: {} is still mounted; not removing {}",
+            mnt.display(),
+            scratch.display()
+        );
+    } else if args.keep {
+        eprintln!("scratch kept: {}", scratch.display());
+    } else if let Err(e) = std::fs::remove_dir_all(&scratch) {
+        eprintln!("dfs-bench: cannot remove {}: {e}", scratch.display());
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    args: &Args,
+    bin: &Path,
+    sizes: Sizes,
+    reps: usize,
+    want: &dyn Fn(&str) -> bool,
+    scratch: &Path,
+    native: PathBuf,
+    tiers: [PathBuf; 2],
+    mnt: PathBuf,
+) -> io::Result<bool> {
+    let started = Instant::now();
+    let load_start = read_trim("/proc/loadavg");
+
+    let tarball = scratch.join("tree.tar");
+    let mut tree_info = None;
+    if want("tree") {
+        eprintln!(
+            "making the tree tarball: tar -cf {} -C ... {}",
+            tarball.display(),
+            sizes.tree_src.display()
+        );
+        tree_info = Some(workloads::make_tarball(&sizes.tree_src, &tarball)?);
+    }
+
+    let log_file = args
+        .dfs_log
+        .clone()
+        .unwrap_or_else(|| scratch.join("dfs.log"));
+    eprintln!(
+        "mounting: {} mount {} {} {}",
+        bin.display(),
+        tiers[0].display(),
+        tiers[1].display(),
+        mnt.display()
+    );
+    let mut daemon = Daemon::mount(
+        bin,
+        &tiers[0],
+        &tiers[1],
+        &mnt,
+        args.mount_opts.as_deref(),
+        Some(&log_file),
+        args.count_requests.then_some("info,fuser::request=debug"),
+    )?;
+    if std::env::var_os("RUST_LOG").is_some() && !args.count_requests {
+        eprintln!("note: RUST_LOG is set and passed to dfs; verbose logging slows it down");
+    }
+
+    let mut t = Table::default();
+    let mut failures = Vec::new();
+    let mut mem = None;
+    let (peak_before_mem, threads);
+    {
+        let ctx = Ctx {
+            sizes: sizes.clone(),
+            reps,
+            scratch: scratch.to_path_buf(),
+            native,
+            tiers,
+            mnt: mnt.clone(),
+            daemon: &daemon,
+            count_requests: args.count_requests,
+        };
+        type Workload = fn(&Ctx, &mut Table) -> io::Result<()>;
+        let groups: [(&str, Workload); 7] = [
+            ("rt", workloads::roundtrip),
+            ("seq", workloads::seq),
+            ("rand", workloads::rand_read),
+            ("small", workloads::small_files),
+            ("tree", |c, t| {
+                workloads::tree(c, t, &c.scratch.join("tree.tar"))
+            }),
+            ("neg", workloads::neg_lookup),
+            ("tier2", workloads::tier2),
+        ];
+        for (name, f) in groups {
+            if !want(name) {
+                continue;
+            }
+            eprintln!("== {name}");
+            if let Err(e) = f(&ctx, &mut t) {
+                eprintln!("!! {name} failed: {e}");
+                failures.push(format!("{name}: {e}"));
+            }
+            workloads::sync();
+            ctx.settle();
+        }
+        peak_before_mem = daemon.status_field("VmHWM");
+        threads = daemon.status_field("Threads");
+        if want("mem") {
+            eprintln!("== mem ({} files)", sizes.mem_files);
+            match workloads::memory(&ctx) {
+                Ok(m) => mem = Some(m),
+                Err(e) => {
+                    eprintln!("!! mem failed: {e}");
+                    failures.push(format!("mem: {e}"));
+                }
+            }
+        }
+    }
+    let peak = daemon.status_field("VmHWM");
+    let notable = daemon.log.lock().unwrap().notable.clone();
+    daemon.unmount()?;
+    eprintln!("unmounted {} (checked /proc/mounts)", mnt.display());
+
+    // ---- report ----
+    println!();
+    println!(
+        "dfs-bench (issue 4): ratio = dfs/native for rates, native/dfs for times; 1.0 = native, higher is better"
+    );
+    println!(
+        "kernel {}; {} CPUs; load average at start {load_start}, at end {}",
+        read_trim("/proc/sys/kernel/osrelease"),
+        cpus(),
+        read_trim("/proc/loadavg")
+    );
+    println!("dfs: {}", bin.display());
+    for l in &notable {
+        if !l.contains("unmount") {
+            println!("dfs said: {}", strip_log_prefix(l));
+        }
+    }
+    println!(
+        "daemon threads (/proc/PID/status Threads): {}",
+        threads.map_or("?".into(), |x| x.to_string())
+    );
+    println!(
+        "scratch {} ({}); {} repetitions per side, medians; wall time {:.0} s",
+        scratch.display(),
+        fs_type(scratch),
+        reps,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "sizes: seq {} MiB in {} KiB writes; rand {} MiB, {} preads; small {} x {} B in {} dirs; neg {} names in {} dirs; tier2 {} x {} B in {} dirs",
+        sizes.seq_bytes / MIB,
+        sizes.io_size / 1024,
+        sizes.rand_bytes / MIB,
+        sizes.rand_reads,
+        sizes.small_files,
+        sizes.small_size,
+        sizes.small_dirs,
+        sizes.neg_names,
+        sizes.neg_dirs,
+        sizes.tier2_files,
+        sizes.tier2_size,
+        sizes.tier2_dirs
+    );
+    if let Some((files, bytes)) = tree_info {
+        println!(
+            "tree: {} ({} entries, {:.1} MiB tar); commands: tar -xf, grep -r -w -F -h -c {}, du -s, rm -rf",
+            sizes.tree_src.display(),
+            files,
+            bytes as f64 / MIB as f64,
+            sizes.grep_word
+        );
+    }
+    println!();
+    let under = t.print();
+    println!();
+    println!(
+        "daemon CPU time per phase (median; ~10 ms resolution; on the native side this is dfs watching the shared filesystem):"
+    );
+    t.print_daemon_cpu();
+    println!();
+    if args.count_requests {
+        println!(
+            "FUSE requests the daemon received per operation (dfs side, all repetitions; debug logging on, so the timings above are slowed):"
+        );
+        t.print_requests();
+        println!();
+    }
+    let kib = |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    println!(
+        "daemon peak RSS (VmHWM): {} before the memory test, {} at the end",
+        kib(peak_before_mem),
+        kib(peak)
+    );
+    let mut mem_under = false;
+    if let Some(m) = &mem {
+        let per = m.bytes_per_file();
+        mem_under = per >= 300.0;
+        println!(
+            "memory: VmRSS {} -> {} KiB over {} distinct lookups = {:.0} bytes per file (target < 300){}; lookup rate {:.0}/s",
+            m.rss_before_kib,
+            m.rss_after_kib,
+            m.files,
+            per,
+            if mem_under { "  << OVER TARGET" } else { "" },
+            m.lookups_per_sec
+        );
+    }
+    println!("lines under target: {}", under + mem_under as usize);
+    for f in &failures {
+        println!("FAILED {f}");
+    }
+    if !failures.is_empty() {
+        return Err(io::Error::other(format!(
+            "{} workload(s) failed",
+            failures.len()
+        )));
+    }
+    Ok(under > 0 || mem_under)
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// "[2026-01-01T00:00:00.000Z INFO  dfs::fuse] I/O mode: ..." -> "I/O mode: ..."
+fn strip_log_prefix(l: &str) -> &str {
+    match l.find("] ") {
+        Some(i) if l.starts_with('[') => &l[i + 2..],
+        _ => l,
+    }
+}
+
+fn fs_type(p: &Path) -> String {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(p)
+        .output();
+    let mut s = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
+        // The device of the scratch directory's filesystem, for the report.
+        let best = m
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let mp = f.get(4)?;
+                let sep = f.iter().position(|x| *x == "-")?;
+                let (fstype, dev) = (f.get(sep + 1)?, f.get(sep + 2)?);
+                p.starts_with(mp)
+                    .then(|| (mp.len(), format!("{fstype} on {dev}")))
+            })
+            .max_by_key(|(n, _)| *n);
+        if let Some((_, d)) = best {
+            s = d;
+        }
+    }
+    s
+}

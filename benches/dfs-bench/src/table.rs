@@ -1,0 +1,299 @@
+//! Timing, medians and the result table.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Which side of the comparison a sample belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Native,
+    Dfs,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Native => "native",
+            Side::Dfs => "dfs",
+        }
+    }
+}
+
+/// Rates are better when higher (ratio dfs/native); times are better when
+/// lower (ratio native/dfs). Either way a ratio of 1.0 is native speed and
+/// higher is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Rate,
+    Time,
+}
+
+/// The targets (ratio to native, median of 3).
+const TARGETS: &[(&str, f64)] = &[
+    ("seq-write", 0.95),
+    ("seq-read-warm", 0.95),
+    ("rand-read-4k", 0.90),
+    ("create", 0.60),
+    ("stat", 0.50),
+    ("list", 0.40),
+    ("read", 0.15),
+    ("stat-cold", 0.30),
+    ("rename", 0.25),
+    ("delete", 0.50),
+    ("untar", 0.35),
+    ("grep", 0.25),
+    ("du", 0.30),
+    ("rm", 0.55),
+    ("neg-lookup", 0.15),
+    ("tier2-stat", 0.15),
+    ("tier2-read", 0.15),
+];
+
+/// The target ratio for a table line: its name, or the last word of a
+/// `group/phase` name.
+pub fn target(name: &str) -> Option<f64> {
+    let key = name.rsplit('/').next().unwrap_or(name);
+    TARGETS.iter().find(|(n, _)| *n == key).map(|&(_, t)| t)
+}
+
+/// Runs `f` and returns its result with the elapsed wall time in seconds.
+pub fn timed<T, E>(f: impl FnOnce() -> Result<T, E>) -> Result<(T, f64), E> {
+    let start = Instant::now();
+    let v = f()?;
+    Ok((v, start.elapsed().as_secs_f64()))
+}
+
+/// The median (mean of the two middle values for an even count).
+pub fn median(xs: &[f64]) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+pub struct Row {
+    pub name: String,
+    pub unit: &'static str,
+    pub kind: Kind,
+    pub native: Vec<f64>,
+    pub dfs: Vec<f64>,
+}
+
+impl Row {
+    /// Ratio of the medians, oriented so that higher is better.
+    pub fn ratio(&self) -> Option<f64> {
+        let (n, d) = (median(&self.native)?, median(&self.dfs)?);
+        match self.kind {
+            Kind::Rate if n > 0.0 => Some(d / n),
+            Kind::Time if d > 0.0 => Some(n / d),
+            _ => None,
+        }
+    }
+}
+
+/// FUSE requests the daemon received during one timed phase on the mount.
+pub struct Requests {
+    pub phase: String,
+    /// Operations the phase did (files, names, ...), or 1 for a timed command.
+    pub ops: f64,
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// All samples, one row per workload line, in the order first recorded.
+#[derive(Default)]
+pub struct Table {
+    pub rows: Vec<Row>,
+    pub requests: Vec<Requests>,
+    /// Daemon CPU seconds during each phase: (phase, side, seconds).
+    pub daemon_cpu: Vec<(String, Side, f64)>,
+}
+
+impl Table {
+    /// Records one sample and prints it as progress on stderr.
+    pub fn record(&mut self, name: &str, kind: Kind, unit: &'static str, side: Side, value: f64) {
+        eprintln!("  {name:<22} {:<6} {} {unit}", side.name(), fmt_num(value));
+        let i = match self.rows.iter().position(|r| r.name == name) {
+            Some(i) => i,
+            None => {
+                self.rows.push(Row {
+                    name: name.to_string(),
+                    unit,
+                    kind,
+                    native: Vec::new(),
+                    dfs: Vec::new(),
+                });
+                self.rows.len() - 1
+            }
+        };
+        let row = &mut self.rows[i];
+        match side {
+            Side::Native => row.native.push(value),
+            Side::Dfs => row.dfs.push(value),
+        }
+    }
+
+    /// Records `ops` operations done in `secs` seconds as a rate.
+    pub fn rate(&mut self, name: &str, unit: &'static str, side: Side, ops: f64, secs: f64) {
+        self.record(name, Kind::Rate, unit, side, ops / secs.max(1e-9));
+    }
+
+    /// Records a duration in seconds.
+    pub fn time(&mut self, name: &str, side: Side, secs: f64) {
+        self.record(name, Kind::Time, "s", side, secs);
+    }
+
+    /// Requests per operation for each phase, averaged over repetitions,
+    /// most frequent first.
+    pub fn print_requests(&self) {
+        let mut phases: Vec<&str> = Vec::new();
+        for r in &self.requests {
+            if !phases.contains(&r.phase.as_str()) {
+                phases.push(&r.phase);
+            }
+        }
+        for p in phases {
+            let runs: Vec<&Requests> = self.requests.iter().filter(|r| r.phase == p).collect();
+            let ops: f64 = runs.iter().map(|r| r.ops).sum();
+            let mut total: BTreeMap<&str, u64> = BTreeMap::new();
+            for r in &runs {
+                for (op, n) in &r.counts {
+                    *total.entry(op).or_default() += n;
+                }
+            }
+            let mut v: Vec<(&str, u64)> = total.into_iter().collect();
+            v.sort_by_key(|x| std::cmp::Reverse(x.1));
+            let all: u64 = v.iter().map(|x| x.1).sum();
+            let per = if runs.iter().all(|r| r.ops == 1.0) {
+                "per run"
+            } else {
+                "per op"
+            };
+            let list: Vec<String> = v
+                .iter()
+                .map(|(op, n)| format!("{op} {}", fmt_num(*n as f64 / ops)))
+                .collect();
+            println!(
+                "{p:<22} {} {per}: {}",
+                fmt_num(all as f64 / ops),
+                list.join(", ")
+            );
+        }
+    }
+
+    /// The daemon's CPU time per phase (median), on each side. On the native
+    /// side it is the tier watcher handling events from the shared
+    /// filesystem; on the dfs side, serving the phase's requests (and
+    /// watching).
+    pub fn print_daemon_cpu(&self) {
+        println!("{:<22} {:>12} {:>12}", "phase", "native side", "dfs side");
+        for r in &self.rows {
+            let side = |want: Side| {
+                let v: Vec<f64> = self
+                    .daemon_cpu
+                    .iter()
+                    .filter(|(p, s, _)| *p == r.name && *s == want)
+                    .map(|x| x.2 * 1000.0)
+                    .collect();
+                median(&v).map_or("-".into(), |ms| format!("{ms:.0} ms"))
+            };
+            println!(
+                "{:<22} {:>12} {:>12}",
+                r.name,
+                side(Side::Native),
+                side(Side::Dfs)
+            );
+        }
+    }
+
+    /// The table of medians; returns how many lines are under target.
+    pub fn print(&self) -> usize {
+        let mut under = 0;
+        println!(
+            "{:<22} {:<6} {:>12} {:>12} {:>7} {:>7}  n",
+            "workload", "unit", "native", "dfs", "ratio", "target"
+        );
+        println!("{}", "-".repeat(80));
+        for r in &self.rows {
+            let ratio = r.ratio();
+            let tgt = target(&r.name);
+            let mark = match (ratio, tgt) {
+                (Some(x), Some(t)) if x < t => {
+                    under += 1;
+                    "  << UNDER TARGET"
+                }
+                _ => "",
+            };
+            println!(
+                "{:<22} {:<6} {:>12} {:>12} {:>7} {:>7}  {}{}",
+                r.name,
+                r.unit,
+                median(&r.native).map_or("-".into(), fmt_num),
+                median(&r.dfs).map_or("-".into(), fmt_num),
+                ratio.map_or("-".into(), |x| format!("{x:.3}")),
+                tgt.map_or("-".into(), |t| format!("{t:.2}")),
+                r.native.len().min(r.dfs.len()),
+                mark
+            );
+        }
+        under
+    }
+}
+
+/// A number with about four significant digits and no exponent.
+pub fn fmt_num(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else if a >= 10.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn ratios_are_higher_is_better() {
+        let rate = Row {
+            name: "x".into(),
+            unit: "ops/s",
+            kind: Kind::Rate,
+            native: vec![100.0],
+            dfs: vec![50.0],
+        };
+        assert_eq!(rate.ratio(), Some(0.5));
+        let time = Row {
+            kind: Kind::Time,
+            native: vec![1.0],
+            dfs: vec![4.0],
+            ..rate
+        };
+        assert_eq!(time.ratio(), Some(0.25));
+    }
+
+    #[test]
+    fn targets_by_phase() {
+        assert_eq!(target("small/stat-cold"), Some(0.30));
+        assert_eq!(target("seq-read-cold"), None);
+        assert_eq!(target("tree/rm"), Some(0.55));
+    }
+}

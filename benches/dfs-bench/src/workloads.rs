@@ -1,0 +1,637 @@
+//! The workloads of issue 4, one function each. Every workload runs on the
+//! native directory and on the mount, alternating which goes first from one
+//! repetition to the next, and records its samples in the table.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::daemon::Daemon;
+use crate::table::{Kind, Requests, Side, Table, timed};
+
+/// Workload sizes (the issue's values by default; --quick shrinks them).
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub seq_bytes: u64,
+    pub io_size: usize,
+    pub rand_bytes: u64,
+    pub rand_reads: u64,
+    pub small_files: usize,
+    pub small_dirs: usize,
+    pub small_size: usize,
+    pub tree_src: PathBuf,
+    pub grep_word: String,
+    pub neg_names: usize,
+    pub neg_dirs: usize,
+    pub tier2_files: usize,
+    pub tier2_dirs: usize,
+    pub tier2_size: usize,
+    pub mem_files: usize,
+    pub roundtrips: u64,
+}
+
+/// Fixed seed for the random offsets, so every run reads the same blocks.
+const SEED: u64 = 0x5eed_0000_0004;
+
+pub struct Ctx<'a> {
+    pub sizes: Sizes,
+    pub reps: usize,
+    pub scratch: PathBuf,
+    pub native: PathBuf,
+    pub tiers: [PathBuf; 2],
+    pub mnt: PathBuf,
+    pub daemon: &'a Daemon,
+    /// Count the FUSE requests of every timed phase on the mount (needs the
+    /// daemon's fuser debug log; slows the daemon down).
+    pub count_requests: bool,
+}
+
+impl Ctx<'_> {
+    /// Where a workload runs: the native directory or the mount.
+    pub fn root(&self, side: Side) -> &Path {
+        match side {
+            Side::Native => &self.native,
+            Side::Dfs => &self.mnt,
+        }
+    }
+
+    /// The directories a fixture made "behind dfs's back" goes into: for
+    /// the native side the native directory; for dfs, tier 0 and tier 1.
+    fn tier_dirs(&self, side: Side) -> Vec<&Path> {
+        match side {
+            Side::Native => vec![&self.native],
+            Side::Dfs => self.tiers.iter().map(|p| p.as_path()).collect(),
+        }
+    }
+
+    /// Repetitions × sides, alternating which side goes first.
+    fn order(&self) -> Vec<(usize, Side)> {
+        let mut v = Vec::new();
+        for rep in 0..self.reps {
+            if rep % 2 == 0 {
+                v.extend([(rep, Side::Native), (rep, Side::Dfs)]);
+            } else {
+                v.extend([(rep, Side::Dfs), (rep, Side::Native)]);
+            }
+        }
+        v
+    }
+
+    /// Lets the daemon finish work queued by the previous step (forgets,
+    /// tier-watch events) before the next timed step.
+    pub fn settle(&self) {
+        self.daemon.settle(Duration::from_secs(10));
+    }
+
+    /// Times `f` as phase `name` and records `ops / seconds` (a rate).
+    fn rate<T>(
+        &self,
+        t: &mut Table,
+        name: &str,
+        unit: &'static str,
+        side: Side,
+        ops: f64,
+        f: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
+        self.phase(t, name, Kind::Rate, unit, side, ops, f)
+    }
+
+    /// Times `f` as phase `name` and records its seconds.
+    fn time<T>(
+        &self,
+        t: &mut Table,
+        name: &str,
+        side: Side,
+        f: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
+        self.phase(t, name, Kind::Time, "s", side, 1.0, f)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn phase<T>(
+        &self,
+        t: &mut Table,
+        name: &str,
+        kind: Kind,
+        unit: &'static str,
+        side: Side,
+        ops: f64,
+        f: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
+        let count = self.count_requests && side == Side::Dfs;
+        let before = if count {
+            self.daemon.requests()
+        } else {
+            Default::default()
+        };
+        let cpu = self.daemon.cpu_secs();
+        let (v, secs) = timed(f)?;
+        // Work the phase queued (tier-watch events, forgets) counts too.
+        self.daemon.settle(Duration::from_secs(2));
+        t.daemon_cpu
+            .push((name.to_string(), side, self.daemon.cpu_secs() - cpu));
+        match kind {
+            Kind::Rate => t.rate(name, unit, side, ops, secs),
+            Kind::Time => t.time(name, side, secs),
+        }
+        if count {
+            let mut counts = self.daemon.requests();
+            for (op, n) in counts.iter_mut() {
+                *n -= before.get(op).copied().unwrap_or(0);
+            }
+            counts.retain(|_, n| *n > 0);
+            t.requests.push(Requests {
+                phase: name.to_string(),
+                ops,
+                counts,
+            });
+        }
+        Ok(v)
+    }
+
+    /// sync, then `echo 3 > /proc/sys/vm/drop_caches`, then settle.
+    fn drop_caches(&self) -> io::Result<()> {
+        sync();
+        fs::write("/proc/sys/vm/drop_caches", "3")?;
+        self.settle();
+        Ok(())
+    }
+}
+
+pub fn sync() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+/// splitmix64: small, fixed-seed, good enough for offsets.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// Non-zero, non-repeating-looking bytes (so nothing can shortcut zeros).
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut r = Rng(seed);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&r.next().to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Reads a file to its end with `buf`-sized reads; returns the byte count.
+fn read_whole(path: &Path, buf: &mut [u8]) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    let mut total = 0u64;
+    loop {
+        match f.read(buf)? {
+            0 => return Ok(total),
+            n => total += n as u64,
+        }
+    }
+}
+
+/// Writes `total` bytes to a new file with `chunk`-sized writes, then fsync.
+fn write_file(path: &Path, chunk: &[u8], total: u64) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> io::Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(io::Error::other(what()))
+    }
+}
+
+/// `dirs` directory paths under `base` and `files` file paths spread over
+/// them round-robin, named `{prefix}{i}`.
+fn layout(base: &Path, dirs: usize, files: usize, prefix: &str) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let ds: Vec<PathBuf> = (0..dirs).map(|d| base.join(format!("d{d:03}"))).collect();
+    let fs = (0..files)
+        .map(|i| ds[i % dirs].join(format!("{prefix}{i:06}")))
+        .collect();
+    (ds, fs)
+}
+
+/// Re-roots a path made by `layout` under another base.
+fn rebase(p: &Path, from: &Path, to: &Path) -> PathBuf {
+    to.join(p.strip_prefix(from).expect("path under base"))
+}
+
+fn stat_all(files: &[PathBuf]) -> io::Result<()> {
+    for f in files {
+        fs::metadata(f)?;
+    }
+    Ok(())
+}
+
+fn read_all(files: &[PathBuf], buf: &mut [u8], size: usize) -> io::Result<()> {
+    for f in files {
+        let n = read_whole(f, buf)?;
+        check(n == size as u64, || {
+            format!("{}: read {n} bytes, expected {size}", f.display())
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs a command, fails on a non-zero status (other than those allowed),
+/// returns its stdout.
+fn run(cmd: &mut Command, ok_codes: &[i32]) -> io::Result<String> {
+    let out = cmd.output()?;
+    let code = out.status.code().unwrap_or(-1);
+    if code != 0 && !ok_codes.contains(&code) {
+        return Err(io::Error::other(format!(
+            "{cmd:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+// ---------------------------------------------------------------------------
+
+/// seq-write (1 MiB writes + fsync), seq-read-cold (after drop_caches),
+/// seq-read-warm, all on the same file. MB = 10^6 bytes.
+pub fn seq(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
+    let s = &ctx.sizes;
+    let chunk = pattern(s.io_size, 1);
+    let mut buf = vec![0u8; s.io_size];
+    let mb = s.seq_bytes as f64 / 1e6;
+    for (_, side) in ctx.order() {
+        let path = ctx.root(side).join("seq.dat");
+        sync();
+        ctx.settle();
+        ctx.rate(t, "seq-write", "MB/s", side, mb, || {
+            write_file(&path, &chunk, s.seq_bytes)
+        })?;
+
+        ctx.drop_caches()?;
+        let n = ctx.rate(t, "seq-read-cold", "MB/s", side, mb, || {
+            read_whole(&path, &mut buf)
+        })?;
+        check(n == s.seq_bytes, || format!("seq-read-cold read {n} bytes"))?;
+
+        let n = ctx.rate(t, "seq-read-warm", "MB/s", side, mb, || {
+            read_whole(&path, &mut buf)
+        })?;
+        check(n == s.seq_bytes, || format!("seq-read-warm read {n} bytes"))?;
+
+        fs::remove_file(&path)?;
+    }
+    Ok(())
+}
+
+/// rand-read-4k: pread of 4 KiB at random 4 KiB-aligned offsets (fixed
+/// count, fixed seed) of a file that has been read once already.
+pub fn rand_read(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
+    let s = &ctx.sizes;
+    let chunk = pattern(s.io_size, 2);
+    let mut buf = vec![0u8; s.io_size];
+    for side in [Side::Native, Side::Dfs] {
+        let path = ctx.root(side).join("rand.dat");
+        write_file(&path, &chunk, s.rand_bytes)?;
+        read_whole(&path, &mut buf)?;
+    }
+    ctx.settle();
+    let blocks = s.rand_bytes / 4096;
+    let mut block = [0u8; 4096];
+    for (_, side) in ctx.order() {
+        let f = File::open(ctx.root(side).join("rand.dat"))?;
+        let mut rng = Rng(SEED);
+        ctx.rate(t, "rand-read-4k", "IOPS", side, s.rand_reads as f64, || {
+            for _ in 0..s.rand_reads {
+                f.read_exact_at(&mut block, (rng.next() % blocks) * 4096)?;
+            }
+            Ok(())
+        })?;
+    }
+    for side in [Side::Native, Side::Dfs] {
+        fs::remove_file(ctx.root(side).join("rand.dat"))?;
+    }
+    Ok(())
+}
+
+/// Small files, phase by phase: create (mkdir the directories, create and
+/// write each file), stat, list (readdir of every directory; ops = entries),
+/// read (open, read, close), stat-cold (after drop_caches), rename (within
+/// its directory), delete (unlink every file, rmdir the directories).
+pub fn small_files(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
+    let s = &ctx.sizes;
+    let content = pattern(s.small_size, 3);
+    let mut buf = vec![0u8; s.small_size + 4096];
+    let n = s.small_files as f64;
+    for (_, side) in ctx.order() {
+        let base = ctx.root(side).join("small");
+        let (dirs, files) = layout(&base, s.small_dirs, s.small_files, "f");
+        let renamed: Vec<PathBuf> = files.iter().map(|f| f.with_extension("r")).collect();
+        sync();
+        ctx.settle();
+
+        ctx.rate(t, "small/create", "ops/s", side, n, || {
+            fs::create_dir(&base)?;
+            for d in &dirs {
+                fs::create_dir(d)?;
+            }
+            for f in &files {
+                File::create(f)?.write_all(&content)?;
+            }
+            Ok(())
+        })?;
+
+        ctx.rate(t, "small/stat", "ops/s", side, n, || stat_all(&files))?;
+
+        let entries = ctx.rate(t, "small/list", "ops/s", side, n, || {
+            let mut entries = 0usize;
+            for d in &dirs {
+                for e in fs::read_dir(d)? {
+                    e?;
+                    entries += 1;
+                }
+            }
+            Ok(entries)
+        })?;
+        check(entries == s.small_files, || {
+            format!("listed {entries} entries")
+        })?;
+
+        ctx.rate(t, "small/read", "ops/s", side, n, || {
+            read_all(&files, &mut buf, s.small_size)
+        })?;
+
+        ctx.drop_caches()?;
+        ctx.rate(t, "small/stat-cold", "ops/s", side, n, || stat_all(&files))?;
+
+        ctx.rate(t, "small/rename", "ops/s", side, n, || {
+            for (a, b) in files.iter().zip(&renamed) {
+                fs::rename(a, b)?;
+            }
+            Ok(())
+        })?;
+
+        ctx.rate(t, "small/delete", "ops/s", side, n, || {
+            for f in &renamed {
+                fs::remove_file(f)?;
+            }
+            for d in &dirs {
+                fs::remove_dir(d)?;
+            }
+            fs::remove_dir(&base)
+        })?;
+    }
+    Ok(())
+}
+
+/// Makes the tarball for the real-tree workload (uncompressed, so that
+/// untar measures the filesystem, not gzip): `tar -cf TARBALL -C PARENT NAME`.
+/// Returns the number of entries and the tarball's size.
+pub fn make_tarball(src: &Path, tarball: &Path) -> io::Result<(u64, u64)> {
+    let parent = src.parent().unwrap_or(Path::new("/"));
+    let name = src
+        .file_name()
+        .ok_or_else(|| io::Error::other("tree source has no name"))?;
+    run(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(tarball)
+            .arg("-C")
+            .arg(parent)
+            .arg(name),
+        &[],
+    )?;
+    let listing = run(Command::new("tar").arg("-tf").arg(tarball), &[])?;
+    Ok((listing.lines().count() as u64, fs::metadata(tarball)?.len()))
+}
+
+/// A real tree: `tar -xf`, `grep -r -w -F -h -c WORD`, `du -s`, `rm -rf`
+/// (seconds each; caches warm, as after an untar).
+pub fn tree(ctx: &Ctx, t: &mut Table, tarball: &Path) -> io::Result<()> {
+    let word = &ctx.sizes.grep_word;
+    for (_, side) in ctx.order() {
+        let dir = ctx.root(side).join("tree");
+        fs::create_dir(&dir)?;
+        sync();
+        ctx.settle();
+        ctx.time(t, "tree/untar", side, || {
+            run(
+                Command::new("tar")
+                    .arg("-xf")
+                    .arg(tarball)
+                    .arg("-C")
+                    .arg(&dir),
+                &[],
+            )
+        })?;
+        sync();
+        ctx.settle();
+
+        let out = ctx.time(t, "tree/grep", side, || {
+            run(
+                Command::new("grep")
+                    .args(["-r", "-w", "-F", "-h", "-c", "--", word])
+                    .arg(&dir),
+                &[1],
+            )
+        })?;
+        let matches: u64 = out
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .sum();
+
+        let out = ctx.time(t, "tree/du", side, || {
+            run(Command::new("du").arg("-s").arg(&dir), &[])
+        })?;
+        let kib = out.split_whitespace().next().unwrap_or("?").to_string();
+
+        ctx.time(t, "tree/rm", side, || {
+            run(Command::new("rm").arg("-rf").arg(&dir), &[])
+        })?;
+        eprintln!(
+            "    ({}: grep counted {matches} lines with `{word}`; du -s said {kib} KiB)",
+            side.name()
+        );
+    }
+    Ok(())
+}
+
+/// neg-lookup: stat of names that exist nowhere, in directories present on
+/// both tiers (made directly on the tiers; on the native side, in the native
+/// directory). Fresh names every repetition, so no negative entry is reused.
+pub fn neg_lookup(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
+    let s = &ctx.sizes;
+    for side in [Side::Native, Side::Dfs] {
+        for tier in ctx.tier_dirs(side) {
+            for d in 0..s.neg_dirs {
+                fs::create_dir_all(tier.join(format!("neg/d{d:03}")))?;
+            }
+        }
+    }
+    ctx.settle();
+    for side in [Side::Native, Side::Dfs] {
+        for d in 0..s.neg_dirs {
+            fs::metadata(ctx.root(side).join(format!("neg/d{d:03}")))?;
+        }
+    }
+    for (rep, side) in ctx.order() {
+        let base = ctx.root(side).join("neg");
+        let (_, names) = layout(&base, s.neg_dirs, s.neg_names, &format!("nx{rep}-"));
+        ctx.rate(t, "neg-lookup", "ops/s", side, s.neg_names as f64, || {
+            for n in &names {
+                match fs::metadata(n) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Ok(_) => return Err(io::Error::other(format!("{} exists", n.display()))),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })?;
+    }
+    for side in [Side::Native, Side::Dfs] {
+        fs::remove_dir_all(ctx.root(side).join("neg"))?;
+    }
+    Ok(())
+}
+
+/// tier2-stat and tier2-read: files that exist only on the second tier
+/// (made directly on tier 1, in directories present on both tiers), then
+/// stat and read (open, read, close) through the mount; the native side
+/// does the same on files made in the native directory. Fresh files every
+/// repetition, so the mount has never looked them up before.
+pub fn tier2(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
+    let s = &ctx.sizes;
+    let content = pattern(s.tier2_size, 4);
+    let mut buf = vec![0u8; s.tier2_size + 4096];
+    let n = s.tier2_files as f64;
+    for (rep, side) in ctx.order() {
+        let base = ctx.root(side).join(format!("tier2-r{rep}"));
+        let (dirs, files) = layout(&base, s.tier2_dirs, s.tier2_files, "f");
+        let tiers = ctx.tier_dirs(side);
+        for tier in &tiers {
+            for d in &dirs {
+                fs::create_dir_all(rebase(d, ctx.root(side), tier))?;
+            }
+        }
+        let last = tiers.last().expect("a tier");
+        for f in &files {
+            File::create(rebase(f, ctx.root(side), last))?.write_all(&content)?;
+        }
+        sync();
+        ctx.settle();
+        for d in &dirs {
+            fs::metadata(d)?;
+        }
+
+        ctx.rate(t, "tier2-stat", "ops/s", side, n, || stat_all(&files))?;
+        ctx.rate(t, "tier2-read", "ops/s", side, n, || {
+            read_all(&files, &mut buf, s.tier2_size)
+        })?;
+    }
+    for side in [Side::Native, Side::Dfs] {
+        for rep in 0..ctx.reps {
+            fs::remove_dir_all(ctx.root(side).join(format!("tier2-r{rep}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// roundtrip (not one of the issue's lines; the floor under every other
+/// one): fgetxattr of an absent `user.` attribute on an open file. The
+/// kernel caches no xattrs for FUSE, so on the mount each call is one
+/// GETXATTR round trip to the daemon, answered with a single fgetxattr on
+/// the backing file.
+pub fn roundtrip(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let n = ctx.sizes.roundtrips;
+    for side in [Side::Native, Side::Dfs] {
+        File::create(ctx.root(side).join("roundtrip"))?.write_all(b"x")?;
+    }
+    ctx.settle();
+    let name = c"user.dfs-bench-absent";
+    for (_, side) in ctx.order() {
+        let f = File::open(ctx.root(side).join("roundtrip"))?;
+        let fd = f.as_raw_fd();
+        ctx.rate(t, "roundtrip-getxattr", "ops/s", side, n as f64, || {
+            let mut b = [0u8; 64];
+            for _ in 0..n {
+                // SAFETY: valid fd, NUL-terminated name, buffer and its length.
+                let r =
+                    unsafe { libc::fgetxattr(fd, name.as_ptr(), b.as_mut_ptr().cast(), b.len()) };
+                if r >= 0 {
+                    return Err(io::Error::other("user.dfs-bench-absent exists"));
+                }
+            }
+            Ok(())
+        })?;
+    }
+    for side in [Side::Native, Side::Dfs] {
+        fs::remove_file(ctx.root(side).join("roundtrip"))?;
+    }
+    Ok(())
+}
+
+pub struct Memory {
+    pub files: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub lookups_per_sec: f64,
+}
+
+impl Memory {
+    pub fn bytes_per_file(&self) -> f64 {
+        (self.rss_after_kib as f64 - self.rss_before_kib as f64) * 1024.0 / self.files as f64
+    }
+}
+
+/// memory: the daemon's VmRSS after stat through the mount of `mem_files`
+/// distinct files (empty, made directly on tier 0, 1,000 per directory),
+/// minus VmRSS before, per file. Leaves the files (the scratch directory
+/// goes after the unmount): run it last.
+pub fn memory(ctx: &Ctx) -> io::Result<Memory> {
+    let s = &ctx.sizes;
+    let dirs = s.mem_files.div_ceil(1000).max(1);
+    let (ds, files) = layout(&ctx.mnt.join("mem"), dirs, s.mem_files, "m");
+    for d in &ds {
+        fs::create_dir_all(rebase(d, &ctx.mnt, &ctx.tiers[0]))?;
+    }
+    for f in &files {
+        File::create(rebase(f, &ctx.mnt, &ctx.tiers[0]))?;
+    }
+    sync();
+    // dfs sees these creations through its tier watcher: let it catch up.
+    ctx.daemon.settle(Duration::from_secs(60));
+    for d in &ds {
+        fs::metadata(d)?;
+    }
+    ctx.settle();
+    let rss = || ctx.daemon.status_field("VmRSS").unwrap_or(0);
+    let before = rss();
+    let ((), secs) = timed(|| stat_all(&files))?;
+    ctx.settle();
+    let after = rss();
+    Ok(Memory {
+        files: s.mem_files,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        lookups_per_sec: s.mem_files as f64 / secs,
+    })
+}

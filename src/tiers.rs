@@ -44,6 +44,8 @@ pub struct Tier {
     pub dev: u64,
     /// Below this much free space the tier takes no new names.
     pub min_free: Option<crate::units::Size>,
+    /// Whether copies on this tier may carry a recorded node id.
+    carries_ids: std::sync::atomic::AtomicBool,
 }
 
 /// The ordered tiers of one mount.
@@ -62,6 +64,10 @@ struct Marker {
     /// Ids and names of every tier of the set when this marker was written.
     #[serde(default)]
     set: Vec<Sibling>,
+    /// Whether dfs ever recorded a union node id (`trusted.dfs.ino`) on
+    /// this tier; lookups read that xattr only where it may exist.
+    #[serde(default)]
+    ids: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
@@ -93,6 +99,28 @@ impl Tier {
         let (dir, name) = split_parent(rel);
         let fd = self.open(dir, OFlags::PATH | OFlags::DIRECTORY)?;
         Ok((fd, name))
+    }
+
+    /// Whether copies here may carry a recorded node id (see [`Marker`]).
+    pub fn carries_ids(&self) -> bool {
+        self.carries_ids.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// dfs is about to record a node id on this tier: from now on lookups
+    /// must read it. Persisted in the marker the first time.
+    pub fn note_carries_ids(&self) {
+        if self
+            .carries_ids
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        if let Some(mut m) = read_marker(self) {
+            m.ids = true;
+            if let Err(e) = write_marker(self, &m) {
+                log::warn!("{e}");
+            }
+        }
     }
 
     /// lstat of `rel` on this tier.
@@ -323,12 +351,16 @@ impl TierSet {
                 name: t.name.clone(),
             })
             .collect();
-        for (t, id) in self.tiers.iter().zip(ids) {
+        for ((t, id), old) in self.tiers.iter().zip(ids).zip(&markers) {
+            let carries = old.as_ref().is_some_and(|m| m.ids);
+            t.carries_ids
+                .store(carries, std::sync::atomic::Ordering::Relaxed);
             let m = Marker {
                 id,
                 name: t.name.clone(),
                 dev: t.dev,
                 set: set.clone(),
+                ids: carries,
             };
             write_marker(t, &m)?;
         }
@@ -372,6 +404,7 @@ fn open_tier(cfg: &Config, index: usize, tc: &TierConfig) -> Result<Tier> {
         root,
         dev: md.dev(),
         min_free: tc.min_free,
+        carries_ids: std::sync::atomic::AtomicBool::new(true),
     })
 }
 

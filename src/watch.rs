@@ -159,7 +159,9 @@ struct Change {
 fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>) {
     let me = std::process::id() as i32;
     let mut buf = vec![0u8; 256 * 1024];
-    // Cache of directory handle -> union directory path, per batch.
+    // Directory handles known to lie outside every tier (the marks cover
+    // whole filesystems, which hold much else): skipped without resolving.
+    let mut outside: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     loop {
         // SAFETY: reading into our buffer.
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -175,6 +177,7 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
         let mut changes: HashMap<Change, (bool, bool)> = HashMap::new();
         let mut handles: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut off = 0usize;
+        let mut moved_dir = false;
         let n = n as usize;
         while off + 24 <= n {
             let ev = &buf[off..n];
@@ -190,6 +193,11 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
                 continue; // dfs's own work: the kernel already knows
             }
             let data = mask & (libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE) != 0;
+            if mask & libc::FAN_ONDIR != 0
+                && mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) != 0
+            {
+                moved_dir = true;
+            }
             let names = mask & !(libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE | libc::FAN_ONDIR) != 0;
             let mut info = &ev[meta_len..event_len];
             while info.len() >= 4 {
@@ -218,10 +226,19 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
                 let Some(f) = fsids.iter().find(|f| f.raw == fsid) else {
                     continue;
                 };
+                if outside.contains(handle) {
+                    continue;
+                }
                 let dir = handles
                     .entry(handle.to_vec())
                     .or_insert_with(|| union_dir(f, handle))
                     .clone();
+                if dir.is_none() && mask & libc::FAN_MOVED_TO == 0 {
+                    if outside.len() > 65_536 {
+                        outside.clear();
+                    }
+                    outside.insert(handle.to_vec());
+                }
                 log::trace!(
                     "fanotify mask {mask:#x} pid {pid} dir {:?} name {:?}",
                     dir.as_deref().map(OsStr::from_bytes),
@@ -238,6 +255,10 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
                     e.1 |= names;
                 }
             }
+        }
+        if moved_dir {
+            // A directory moved: one that was outside a tier may be inside.
+            outside.clear();
         }
         for (c, (data, names)) in changes {
             apply(&core, inval.as_ref(), &c, data, names);

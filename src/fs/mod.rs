@@ -454,7 +454,10 @@ impl Fs {
             let Some(fd) = fd else { continue };
             match rustix::fs::statat(fd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => {
-                    let ino = if carries_ino(&st) && self.ino_xattr {
+                    let ino = if carries_ino(&st)
+                        && self.ino_xattr
+                        && self.tiers.get(i).is_some_and(|t| t.carries_ids())
+                    {
                         read_ino_xattr(fd, name)
                             .unwrap_or_else(|| self.nodes.ino_for(st.st_dev, st.st_ino))
                     } else {
@@ -531,6 +534,7 @@ impl Fs {
     pub(crate) fn union_ino(&self, tier: usize, rel: &[u8], st: &Stat) -> u64 {
         if carries_ino(st)
             && self.ino_xattr
+            && self.tier(tier).is_ok_and(|t| t.carries_ids())
             && !rel.is_empty()
             && let Some(ino) = self
                 .tier(tier)
@@ -877,6 +881,7 @@ impl Fs {
                 },
             };
             if self.ino_xattr {
+                t.note_carries_ids();
                 write_ino_xattr(&pdir, name, union_ino);
             }
             let _ = rustix::fs::utimensat(&pdir, os(name), &ts, AtFlags::SYMLINK_NOFOLLOW);
@@ -1483,7 +1488,8 @@ impl Fs {
             e.kind,
             rustix::fs::FileType::Directory | rustix::fs::FileType::RegularFile
         );
-        if !(self.ino_xattr && may_carry) {
+        let carries = self.tiers.get(e.tier).is_some_and(|t| t.carries_ids());
+        if !(self.ino_xattr && may_carry && carries) {
             return plain;
         }
         let Some(fd) = fds.get(e.tier).and_then(|f| f.as_ref()) else {
@@ -1514,6 +1520,7 @@ impl Fs {
         let mut a = self.attr_of(st);
         if carries_ino(&st)
             && self.ino_xattr
+            && self.tiers.get(e.tier).is_some_and(|t| t.carries_ids())
             && let Some(ino) = read_ino_xattr(fd, &e.name)
         {
             a.ino = ino;

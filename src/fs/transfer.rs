@@ -201,6 +201,7 @@ impl Fs {
             e
         };
         let copied = copy_data(&src, &tmp, st.st_size as u64, progress).map_err(cleanup)?;
+        dst.note_carries_ids();
         copy_metadata(&src, &tmp, &st, ino).map_err(cleanup)?;
         tmp.sync_all().map_err(|e| cleanup(e.into()))?;
         drop(tmp);

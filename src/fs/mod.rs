@@ -901,8 +901,8 @@ impl Fs {
         name: &[u8],
         kind: NodeKind,
         mode: u32,
-        make: impl Fn(usize, &[u8]) -> Result<T>,
-    ) -> Result<(Vec<u8>, usize, T)> {
+        make: impl Fn(&OwnedFd, &[u8]) -> Result<T>,
+    ) -> Result<(Attr, T)> {
         if Self::reserved(parent, name) {
             return Err(Errno(libc::EPERM));
         }
@@ -916,7 +916,17 @@ impl Fs {
         let mut full: Vec<usize> = Vec::new();
         loop {
             let tier = self.place(c, &rel, kind, mode, &full, &exists)?;
-            match make(tier, &rel) {
+            // The parent's handle on that tier: cached, or just created by
+            // the placement (which cloned the parent chain).
+            let opened;
+            let dir = match d.fds.get(tier).and_then(|f| f.as_ref()) {
+                Some(fd) => fd,
+                None => {
+                    opened = self.tier(tier)?.parent(&rel)?.0;
+                    &opened
+                }
+            };
+            match make(dir, name) {
                 Err(Errno(e)) if (e == libc::ENOSPC || e == libc::EDQUOT) => {
                     log::info!(
                         "tier `{}` is full; placing {:?} again without it",
@@ -925,30 +935,27 @@ impl Fs {
                     );
                     full.push(tier);
                 }
-                r => return r.map(|v| (rel, tier, v)),
+                Err(e) => return Err(e),
+                Ok(v) => {
+                    let st = rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW)?;
+                    let a = self.attr_of(st);
+                    self.nodes.remember(a.ino, kind_of(&st), tier, parent, name);
+                    return Ok((a, v));
+                }
             }
         }
     }
 
-    fn finish_new(&self, parent: u64, name: &[u8], tier: usize, rel: &[u8]) -> Result<Attr> {
-        let st = self.tier(tier)?.lstat(rel)?;
-        let a = self.attr_of(st);
-        self.nodes.remember(a.ino, kind_of(&st), tier, parent, name);
-        Ok(a)
-    }
-
     /// mkdir: EEXIST if the name is on any tier; placed by the policy.
     pub fn mkdir(&self, c: Caller, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
-        let (rel, tier, ()) =
-            self.create_name(c, parent, name, NodeKind::Directory, mode, |tier, rel| {
-                let (dir, n) = self.tier(tier)?.parent(rel)?;
-                as_caller(c, || {
-                    rustix::fs::mkdirat(&dir, os(n), Mode::from_raw_mode(mode & 0o7777))
-                })?;
-                self.dirs_changed();
-                Ok(())
+        let (a, ()) = self.create_name(c, parent, name, NodeKind::Directory, mode, |dir, n| {
+            as_caller(c, || {
+                rustix::fs::mkdirat(dir, os(n), Mode::from_raw_mode(mode & 0o7777))
             })?;
-        self.finish_new(parent, name, tier, &rel)
+            self.dirs_changed();
+            Ok(())
+        })?;
+        Ok(a)
     }
 
     /// mknod: fifos, sockets, devices and plain files.
@@ -958,8 +965,7 @@ impl Fs {
         } else {
             NodeKind::Special
         };
-        let (rel, tier, ()) = self.create_name(c, parent, name, kind, mode, |tier, rel| {
-            let (dir, n) = self.tier(tier)?.parent(rel)?;
+        let (a, ()) = self.create_name(c, parent, name, kind, mode, |dir, n| {
             let cname = CString::new(n).map_err(|_| Errno(libc::EINVAL))?;
             as_caller(c, || {
                 // SAFETY: valid dir fd and C string; mode and dev are integers.
@@ -971,18 +977,16 @@ impl Fs {
                 }
             })
         })?;
-        self.finish_new(parent, name, tier, &rel)
+        Ok(a)
     }
 
     /// symlink: the target is stored unchanged.
     pub fn symlink(&self, c: Caller, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
-        let (rel, tier, ()) =
-            self.create_name(c, parent, name, NodeKind::Symlink, 0o777, |tier, rel| {
-                let (dir, n) = self.tier(tier)?.parent(rel)?;
-                as_caller(c, || rustix::fs::symlinkat(os(target), &dir, os(n)))?;
-                Ok(())
-            })?;
-        self.finish_new(parent, name, tier, &rel)
+        let (a, ()) = self.create_name(c, parent, name, NodeKind::Symlink, 0o777, |dir, n| {
+            as_caller(c, || rustix::fs::symlinkat(os(target), dir, os(n)))?;
+            Ok(())
+        })?;
+        Ok(a)
     }
 
     /// create + open. An existing name (a race with another creator) is
@@ -995,16 +999,14 @@ impl Fs {
         mode: u32,
         flags: i32,
     ) -> Result<(Attr, u64)> {
-        let made = self.create_name(c, parent, name, NodeKind::File, mode, |tier, rel| {
-            let (dir, n) = self.tier(tier)?.parent(rel)?;
+        let made = self.create_name(c, parent, name, NodeKind::File, mode, |dir, n| {
             let oflags = open_flags(flags) | OFlags::CREATE | OFlags::EXCL;
             Ok(as_caller(c, || {
-                rustix::fs::openat(&dir, os(n), oflags, Mode::from_raw_mode(mode & 0o7777))
+                rustix::fs::openat(dir, os(n), oflags, Mode::from_raw_mode(mode & 0o7777))
             })?)
         });
         match made {
-            Ok((rel, tier, fd)) => {
-                let a = self.finish_new(parent, name, tier, &rel)?;
+            Ok((a, fd)) => {
                 let fh = self.fh();
                 self.files.insert(
                     fh,
@@ -1050,7 +1052,11 @@ impl Fs {
         let (sdir, sname) = t.parent(&src)?;
         let (ddir, dname) = t.parent(&rel)?;
         rustix::fs::linkat(&sdir, os(sname), &ddir, os(dname), AtFlags::empty())?;
-        self.finish_new(newparent, newname, tier, &rel)
+        let st = t.lstat(&rel)?;
+        let a = self.attr_of(st);
+        self.nodes
+            .remember(a.ino, kind_of(&st), tier, newparent, newname);
+        Ok(a)
     }
 
     // ---- removal ---------------------------------------------------------

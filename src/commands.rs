@@ -166,6 +166,12 @@ pub fn move_cmd(arg: &Path, dry_run: bool) -> Result<()> {
     })?;
     bar.finish_and_clear();
     err?;
+    if summary.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the dfs daemon of {} stopped answering before the pass ended",
+            mp.display()
+        )));
+    }
     println!("{summary}");
     Ok(())
 }
@@ -195,10 +201,12 @@ pub fn where_cmd(paths: &[PathBuf]) -> Result<()> {
                 continue;
             }
         };
+        let mut answered = false;
         request(
             &mp,
-            &format!("where {}", crate::control::hex(&rel)),
+            &format!("where :{}", crate::control::hex(&rel)),
             &mut |line| {
+                answered = true;
                 let f: Vec<&str> = line.split('\t').collect();
                 match f.as_slice() {
                     ["ok", tier, backing] => println!(
@@ -215,6 +223,10 @@ pub fn where_cmd(paths: &[PathBuf]) -> Result<()> {
                 }
             },
         )?;
+        if !answered {
+            eprintln!("dfs: {}: the daemon gave no answer", p.display());
+            failed = true;
+        }
     }
     if failed {
         return Err(Error::Invalid("some paths could not be located".into()));

@@ -676,9 +676,12 @@ fn parse_mover(m: RawMover, tiers: &[TierConfig], origin: &Origin) -> Result<Mov
         };
         let high = parse(&w.high, "mover.watermark.high")?;
         let low = parse(&w.low, "mover.watermark.low")?;
-        if let (Size::Percent(h), Size::Percent(l)) = (high, low)
-            && l >= h
-        {
+        let inverted = match (high, low) {
+            (Size::Percent(h), Size::Percent(l)) => l >= h,
+            (Size::Bytes(h), Size::Bytes(l)) => l >= h,
+            _ => false, // mixed units: compared against the tier's size at run time
+        };
+        if inverted {
             return Err(origin.error_at(
                 Some(w.low.span()),
                 "mover.watermark.low",

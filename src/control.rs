@@ -123,7 +123,7 @@ fn serve(conn: UnixStream, core: &Fs, mover: Option<&Mover>, mp: &Path) -> std::
         Some("status") => status(&mut out, core, mover, mp)?,
         Some("where") => {
             for w in words {
-                match unhex(w) {
+                match w.strip_prefix(':').and_then(unhex) {
                     Some(rel) => match core.find(&rel) {
                         Ok(Some((t, _))) => {
                             let tier = core.tiers().get(t);

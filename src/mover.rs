@@ -477,6 +477,15 @@ impl Mover {
             match self.core.move_file(&c.rel, c.from, c.to, &mut on_chunk) {
                 Ok(Outcome::Moved { .. }) => {
                     p.files_moved += 1;
+                    {
+                        let mut st = self.state.lock();
+                        if let Some(n) = st.files_per_tier.get_mut(c.from) {
+                            *n = n.saturating_sub(1);
+                        }
+                        if let Some(n) = st.files_per_tier.get_mut(c.to) {
+                            *n += 1;
+                        }
+                    }
                     if c.reason == Reason::Promote
                         && let Some(ino) = self.core.held_ino(&c.rel)
                     {

@@ -184,6 +184,10 @@ pub struct Fs {
     /// How long cached directory handles are trusted (milliseconds): for
     /// ever while the tiers are watched, else the attribute lifetime.
     dir_ttl_ms: AtomicU64,
+    /// Held for reading by every scan across the tiers (lookups, listings),
+    /// for writing by the mover's two-step switch, so no scan sees a moving
+    /// file on neither tier.
+    scan_guard: parking_lot::RwLock<()>,
 }
 
 /// Marks directory handles stale when dropped: at the end of an operation
@@ -396,6 +400,7 @@ impl Fs {
             dircache: DashMap::new(),
             dir_epoch: AtomicU64::new(0),
             dir_ttl_ms: AtomicU64::new(1000),
+            scan_guard: parking_lot::RwLock::new(()),
         }
     }
 
@@ -450,6 +455,7 @@ impl Fs {
 
     /// The winning copy of `name` in directory `d`: (tier, stat, node id).
     fn find_in(&self, d: &DirFds, name: &[u8]) -> Result<Option<(usize, Stat, u64)>> {
+        let _scan = self.scan_guard.read();
         for (i, fd) in d.fds.iter().enumerate() {
             let Some(fd) = fd else { continue };
             match rustix::fs::statat(fd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
@@ -503,6 +509,7 @@ impl Fs {
 
     /// The winning copy of `rel`: first tier where it exists.
     pub fn find(&self, rel: &[u8]) -> Result<Option<(usize, Stat)>> {
+        let _scan = self.scan_guard.read();
         for t in self.tiers.iter() {
             match t.lstat(rel) {
                 Ok(st) => return Ok(Some((t.index, st))),
@@ -515,6 +522,7 @@ impl Fs {
 
     /// Every copy of `rel`, in tier order.
     fn find_all(&self, rel: &[u8]) -> Result<Vec<(usize, Stat)>> {
+        let _scan = self.scan_guard.read();
         let mut v = Vec::new();
         for t in self.tiers.iter() {
             match t.lstat(rel) {
@@ -1083,19 +1091,26 @@ impl Fs {
         let rel = self.child(parent, name)?;
         let _g = self.locks.lock(parent, name);
         let copies = self.find_all(&rel)?;
-        let (_, winner) = copies.first().copied().ok_or(Errno(libc::ENOENT))?;
+        let (wt, winner) = copies.first().copied().ok_or(Errno(libc::ENOENT))?;
         if is_dir(&winner) {
             return Err(Errno(libc::EISDIR));
         }
+        let ino = self.union_ino(wt, &rel, &winner);
         for (i, st) in copies.iter().rev() {
-            if *i == copies[0].0 {
+            if *i == wt {
                 let (dir, n) = self.tier(*i)?.parent(&rel)?;
                 self.checked(c, || rustix::fs::unlinkat(&dir, os(n), AtFlags::empty()))?;
             } else {
                 self.remove_copy(*i, &rel, st)?;
             }
         }
-        let ino = self.nodes.ino_for(winner.st_dev, winner.st_ino);
+        if winner.st_nlink <= 1
+            && ino != self.nodes.ino_for(winner.st_dev, winner.st_ino)
+            && !self.is_open(ino)
+        {
+            // A moved file's last name: its id's placeholder can go.
+            self.unpin(ino);
+        }
         self.nodes.drop_link(ino, parent, name);
         Ok(())
     }
@@ -1465,7 +1480,10 @@ impl Fs {
         if !self.opts.kernel_permissions {
             self.access(c, ino, libc::R_OK)?;
         }
-        let mut h = dir::list(&self.tiers, ino, &rel, ino == ROOT)?;
+        let mut h = {
+            let _scan = self.scan_guard.read();
+            dir::list(&self.tiers, ino, &rel, ino == ROOT)?
+        };
         for e in h.entries.iter_mut() {
             e.ino = self.listed_ino(&h.fds, e);
         }
@@ -1522,7 +1540,12 @@ impl Fs {
             .get(e.tier)
             .and_then(|f| f.as_ref())
             .ok_or(Errno(libc::ENOENT))?;
-        let st = rustix::fs::statat(fd, os(&e.name), AtFlags::SYMLINK_NOFOLLOW)?;
+        let st = match rustix::fs::statat(fd, os(&e.name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Moved to another tier since the listing was made (the mover,
+            // or a change on the tiers): look it up afresh.
+            Err(_) => return self.lookup(h.ino, &e.name),
+        };
         let mut a = self.attr_of(st);
         if carries_ino(&st)
             && self.ino_xattr

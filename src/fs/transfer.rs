@@ -25,6 +25,9 @@ use crate::tiers::{STATE_DIR, split_parent};
 /// Where the mover keeps its temporaries, inside each tier's state dir.
 pub const TMP_DIR: &str = "tmp";
 
+/// Where placeholders pin the inode numbers of moved files' ids.
+pub const IDS_DIR: &str = "ids";
+
 /// What happened to one move.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -105,6 +108,29 @@ impl Fs {
             format!("{STATE_DIR}/{TMP_DIR}").as_bytes(),
             OFlags::RDONLY | OFlags::DIRECTORY,
         )?)
+    }
+
+    /// `<tier>/.dfs/ids`: placeholders pinning the inode numbers moved files'
+    /// node ids came from.
+    fn ids_dir(&self, i: usize) -> Result<OwnedFd> {
+        let t = self.tier(i)?;
+        let rel = format!("{STATE_DIR}/{IDS_DIR}");
+        let (dir, name) = t.parent(rel.as_bytes())?;
+        match rustix::fs::mkdirat(&dir, os(name), Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(t.open(rel.as_bytes(), OFlags::PATH | OFlags::DIRECTORY)?)
+    }
+
+    /// Drops the placeholders pinning `ino` (its file was deleted).
+    pub(crate) fn unpin(&self, ino: u64) {
+        let name = format!("{STATE_DIR}/{IDS_DIR}/{ino:016x}");
+        for t in self.tiers.iter() {
+            if let Ok((dir, n)) = t.parent(name.as_bytes()) {
+                let _ = rustix::fs::unlinkat(&dir, os(n), AtFlags::empty());
+            }
+        }
     }
 
     /// Removes what unfinished moves left in every tier's temporary
@@ -226,14 +252,39 @@ impl Fs {
         let (parent_rel, _) = split_parent(rel);
         self.clone_parents(to, parent_rel).map_err(cleanup)?;
         let (ddir, dname) = dst.parent(rel).map_err(|e| cleanup(e.into()))?;
-        rustix::fs::renameat(&tmpdir, tmpname.as_str(), &ddir, os(dname))
-            .map_err(|e| cleanup(e.into()))?;
-        let _ = rustix::fs::fsync(&ddir);
-        // From here the destination copy is complete and in place; the
-        // source is now either the winner (moving down: until it is gone)
-        // or a shadowed duplicate (moving up). Both hold the same bytes.
+        // Rename into place and remove the source with no lookup or listing
+        // scanning the tiers in between: a scan sees the file on exactly one
+        // tier (moving up, a scan between the two steps would otherwise miss
+        // it on both).
         let (sdir, sname) = src_tier.parent(rel)?;
-        rustix::fs::unlinkat(&sdir, os(sname), AtFlags::empty())?;
+        // The file keeps its node id, derived from the source's inode: pin
+        // that inode number with an empty placeholder in the source tier's
+        // state dir, or the filesystem would hand it to a new file which
+        // would then get the same id.
+        let ids = self.ids_dir(from)?;
+        let pin = format!("{ino:016x}");
+        let pinned =
+            match rustix::fs::linkat(&sdir, os(sname), &ids, pin.as_str(), AtFlags::empty()) {
+                Ok(()) => true,
+                Err(rustix::io::Errno::EXIST) => false, // pinned by an earlier move
+                Err(e) => return Err(cleanup(e.into())),
+            };
+        {
+            let _no_scans = self.scan_guard.write();
+            rustix::fs::renameat(&tmpdir, tmpname.as_str(), &ddir, os(dname))
+                .map_err(|e| cleanup(e.into()))?;
+            rustix::fs::unlinkat(&sdir, os(sname), AtFlags::empty())?;
+        }
+        if pinned {
+            let p = rustix::fs::openat(
+                &ids,
+                pin.as_str(),
+                OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            rustix::fs::ftruncate(&p, 0)?;
+        }
+        let _ = rustix::fs::fsync(&ddir);
         let _ = rustix::fs::fsync(&sdir);
         if let Ok(node) = self.nodes.get(ino) {
             node.set_tier(to);

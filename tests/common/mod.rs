@@ -1061,3 +1061,42 @@ pub fn mounts_ok<S: AsRef<OsStr>>(args: &[S], mnt: &Path) -> Result<(), String> 
     }
     result
 }
+
+// ---------------------------------------------------------------------------
+// mover helpers (added for tests/mover.rs and tests/mover_crash.rs)
+// ---------------------------------------------------------------------------
+
+/// FNV-1a 64-bit checksum of `data`.
+pub fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// Seconds since the epoch, now.
+pub fn now_epoch() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub const DAY: i64 = 86_400;
+
+/// Sets atime to `atime_ago` and mtime to `mtime_ago` seconds before now.
+pub fn set_age(p: &Path, atime_ago: i64, mtime_ago: i64) {
+    let now = now_epoch();
+    utimens(p, ts(now - atime_ago, 0), ts(now - mtime_ago, 0))
+        .unwrap_or_else(|e| panic!("utimensat {}: {e}", p.display()));
+}
+
+/// A dfs.toml with tiers `pss` ({tier0}) and `sss` ({tier1}) and a `[mover]`
+/// table with `interval = "off"` followed by `mover_body` (more `[mover]`
+/// keys first, then sub-tables).
+pub fn mover_config(mover_body: &str) -> String {
+    format!(
+        "[[tier]]\nname = \"pss\"\npath = \"{{tier0}}\"\n\n[[tier]]\nname = \"sss\"\npath = \"{{tier1}}\"\n\n[mover]\ninterval = \"off\"\n{mover_body}\n"
+    )
+}

@@ -219,7 +219,9 @@ fn run_pjdfstest(dfs_args: &[&str]) {
     }
     if !unexpected.is_empty() {
         report += &format!("\nFAILURES NOT IN {KNOWN_FAILURES_FILE}:\n{unexpected}");
-        problems.push("pjdfstest cases failed that are not known failures (see above)".into());
+        problems.push(format!(
+            "pjdfstest cases failed that are not known failures:\n{unexpected}"
+        ));
     }
     if !native {
         let ran: BTreeSet<&str> = results

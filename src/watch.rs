@@ -162,6 +162,10 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
     // Directory handles known to lie outside every tier (the marks cover
     // whole filesystems, which hold much else): skipped without resolving.
     let mut outside: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    // Directory handle -> union path, and union path -> node id of
+    // directories the kernel holds: resolved once, not per event.
+    let mut handles: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    let mut parents: HashMap<Vec<u8>, u64> = HashMap::new();
     loop {
         // SAFETY: reading into our buffer.
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -175,9 +179,9 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
         }
         // Per changed name: (content changed, name or attributes changed).
         let mut changes: HashMap<Change, (bool, bool)> = HashMap::new();
-        let mut handles: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut off = 0usize;
         let mut moved_dir = false;
+        let mut dirs_changed = false;
         let n = n as usize;
         while off + 24 <= n {
             let ev = &buf[off..n];
@@ -199,6 +203,9 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
                 moved_dir = true;
             }
             let names = mask & !(libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE | libc::FAN_ONDIR) != 0;
+            if mask & libc::FAN_ONDIR != 0 && names {
+                dirs_changed = true; // a directory appeared, went or changed
+            }
             let mut info = &ev[meta_len..event_len];
             while info.len() >= 4 {
                 let typ = info[0];
@@ -257,11 +264,19 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
             }
         }
         if moved_dir {
-            // A directory moved: one that was outside a tier may be inside.
+            // A directory moved: one that was outside a tier may be inside,
+            // and known paths may be stale.
             outside.clear();
+            handles.clear();
+        }
+        if dirs_changed || parents.len() > 65_536 {
+            parents.clear();
+        }
+        if handles.len() > 65_536 {
+            handles.clear();
         }
         for (c, (data, names)) in changes {
-            apply(&core, inval.as_ref(), &c, data, names);
+            apply(&core, inval.as_ref(), &mut parents, &c, data, names);
         }
     }
 }
@@ -307,7 +322,14 @@ fn union_dir(f: &Fsid, handle: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn apply(core: &Fs, inval: &dyn Invalidate, c: &Change, data: bool, names: bool) {
+fn apply(
+    core: &Fs,
+    inval: &dyn Invalidate,
+    parents: &mut HashMap<Vec<u8>, u64>,
+    c: &Change,
+    data: bool,
+    names: bool,
+) {
     if c.dir.starts_with(crate::tiers::STATE_DIR.as_bytes())
         && (c.dir.len() == crate::tiers::STATE_DIR.len()
             || c.dir[crate::tiers::STATE_DIR.len()] == b'/')
@@ -316,26 +338,27 @@ fn apply(core: &Fs, inval: &dyn Invalidate, c: &Change, data: bool, names: bool)
     }
     let parent = if c.dir.is_empty() {
         Some(ROOT)
+    } else if let Some(&p) = parents.get(&c.dir) {
+        Some(p)
     } else {
-        core.held_ino(&c.dir)
-    };
-    let name: &[u8] = if c.name == b"." { b"" } else { &c.name };
-    let rel = if c.dir.is_empty() || name.is_empty() {
-        if c.dir.is_empty() {
-            name.to_vec()
-        } else {
-            c.dir.clone()
+        let p = core.held_ino(&c.dir);
+        if let Some(p) = p {
+            parents.insert(c.dir.clone(), p);
         }
-    } else {
-        let mut r = c.dir.clone();
-        r.push(b'/');
-        r.extend_from_slice(name);
-        r
+        p
     };
-    let child = core.held_ino(&rel);
+    // The kernel holds nothing below a directory it does not hold.
+    let Some(p) = parent else {
+        return;
+    };
     if names {
         core.dirs_changed();
     }
+    if c.name == b"." || c.name.is_empty() {
+        inval.inode(p, false);
+        return;
+    }
+    let child = core.held_child(p, &c.name);
     if !names {
         // Only writes: when they come through dfs's own open handles (a
         // client writing with passthrough) the kernel saw them already.
@@ -344,16 +367,14 @@ fn apply(core: &Fs, inval: &dyn Invalidate, c: &Change, data: bool, names: bool)
         }
         return;
     }
-    if let Some(p) = parent {
-        if name.is_empty() {
-            inval.inode(p, false);
-            return;
-        }
-        inval.entry(p, name);
-        inval.inode(p, false);
-    }
+    inval.entry(p, &c.name);
+    inval.inode(p, false);
     if let Some(ino) = child {
         inval.inode(ino, data);
     }
-    log::trace!("tier change: {:?}", OsStr::from_bytes(&rel));
+    log::trace!(
+        "tier change: {:?} in {:?}",
+        OsStr::from_bytes(&c.name),
+        OsStr::from_bytes(&c.dir)
+    );
 }

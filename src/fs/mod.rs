@@ -1737,6 +1737,17 @@ impl Fs {
         self.nodes.contains(ino).then_some(ino)
     }
 
+    /// The node id of `name` in directory node `parent`, if the kernel holds
+    /// both (resolved through the cached directory handles).
+    pub fn held_child(&self, parent: u64, name: &[u8]) -> Option<u64> {
+        if !self.nodes.contains(parent) {
+            return None;
+        }
+        let d = self.dir_fds(parent).ok()?;
+        let (_, _, ino) = self.find_in(&d, name).ok()??;
+        self.nodes.contains(ino).then_some(ino)
+    }
+
     /// Free and total space of tier `i` (zeros for a tier that is gone).
     pub fn tier_space(&self, i: usize) -> Space {
         self.tiers.get(i).map(tier_space).unwrap_or_default()

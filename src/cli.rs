@@ -77,7 +77,8 @@ struct MountArgs {
     /// Mount options, comma separated: allow_other, noallow_other,
     /// default_permissions, nodefault_permissions, ro, rw, nodev, nosuid,
     /// noexec, noatime, sync, dirsync, fsname=NAME, threads=N,
-    /// nopassthrough (serve reads and writes through the daemon). These add to
+    /// nopassthrough (serve reads and writes through the daemon), nowatch
+    /// (do not watch the tiers; short cache lifetimes bound staleness). These add to
     /// or override the config's `[mount] options`.
     #[arg(short = 'o', value_name = "OPTIONS", value_delimiter = ',')]
     options: Vec<String>,
@@ -167,6 +168,8 @@ pub struct MountSettings {
     pub fsname: String,
     /// Kernel passthrough I/O where available.
     pub passthrough: bool,
+    /// Watch the tiers for changes made behind dfs's back.
+    pub watch: bool,
 }
 
 /// Parses mount options in order, later ones overriding earlier ones.
@@ -183,6 +186,7 @@ pub fn parse_options(opts: &[String]) -> Result<MountSettings> {
             .clamp(2, 16),
         fsname: "dfs".into(),
         passthrough: true,
+        watch: true,
     };
     let set_flag = |s: &mut MountSettings, on: M, off: M| {
         s.kernel.retain(|k| *k != on && *k != off);
@@ -211,6 +215,8 @@ pub fn parse_options(opts: &[String]) -> Result<MountSettings> {
             "dirsync" => s.kernel.push(M::DirSync),
             "passthrough" => s.passthrough = true,
             "nopassthrough" => s.passthrough = false,
+            "watch" => s.watch = true,
+            "nowatch" => s.watch = false,
             // fstab and mount(8) words that mean nothing to the kernel.
             "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev" | "nofail" => {
             }

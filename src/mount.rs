@@ -70,7 +70,11 @@ pub fn run(
         m.load_access();
     }
     let _control = crate::control::Server::start(&mp, core.clone(), mover.clone())?;
-    let watch = crate::watch::prepare(&core);
+    let watch = if settings.watch {
+        crate::watch::prepare(&core)
+    } else {
+        Err("disabled by -o nowatch".to_string())
+    };
     let default_ttl = match &watch {
         Ok(_) => Duration::from_secs(30),
         Err(_) => Duration::from_secs(1),

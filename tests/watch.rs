@@ -1,0 +1,124 @@
+//! Changes made directly on a tier, behind dfs's back, show through the
+//! mount: at once when dfs watches the tiers (even with hour-long kernel
+//! cache lifetimes), within the short default lifetimes with `-o nowatch`.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG_CACHE: &str = r#"
+[[tier]]
+name = "pss"
+path = "{tier0}"
+
+[[tier]]
+name = "sss"
+path = "{tier1}"
+
+[cache]
+entry = "1h"
+attr = "1h"
+negative = "1h"
+"#;
+
+fn eventually(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not visible after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Caches everything the kernel can cache about `names` under `dir`.
+fn warm(m: &Mount, dir: &str, names: &[&str]) {
+    let _ = fs::read_dir(m.m(dir)).map(|d| d.count());
+    for n in names {
+        let p = m.m(&format!("{dir}/{n}"));
+        let _ = fs::metadata(&p);
+        let _ = fs::read(&p);
+    }
+}
+
+fn direct_changes_show(m: &Mount, limit: Duration) {
+    for (tier, dir) in [(0, "a"), (1, "b")] {
+        fs::create_dir_all(m.t(tier, dir)).unwrap();
+        fs::write(m.t(tier, &format!("{dir}/replace")), b"old").unwrap();
+        fs::write(m.t(tier, &format!("{dir}/delete")), b"doomed").unwrap();
+        warm(m, dir, &["replace", "delete", "create"]);
+        assert!(!exists(&m.m(&format!("{dir}/create"))));
+        assert_eq!(fs::read(m.m(&format!("{dir}/replace"))).unwrap(), b"old");
+
+        // Create (a name the kernel has cached as missing).
+        fs::write(m.t(tier, &format!("{dir}/create")), b"new file").unwrap();
+        eventually(limit, &format!("tier {tier}: created file"), || {
+            fs::read(m.m(&format!("{dir}/create"))).ok().as_deref() == Some(b"new file")
+        });
+        // Replace (rename over, new size and content).
+        fs::write(m.t(tier, &format!("{dir}/.tmp")), b"replaced, longer").unwrap();
+        fs::rename(
+            m.t(tier, &format!("{dir}/.tmp")),
+            m.t(tier, &format!("{dir}/replace")),
+        )
+        .unwrap();
+        eventually(limit, &format!("tier {tier}: replaced file"), || {
+            fs::metadata(m.m(&format!("{dir}/replace")))
+                .map(|md| md.len())
+                .ok()
+                == Some(16)
+                && fs::read(m.m(&format!("{dir}/replace"))).ok().as_deref()
+                    == Some(b"replaced, longer")
+        });
+        // Delete.
+        fs::remove_file(m.t(tier, &format!("{dir}/delete"))).unwrap();
+        eventually(limit, &format!("tier {tier}: deleted file"), || {
+            !exists(&m.m(&format!("{dir}/delete")))
+                && !fs::read_dir(m.m(dir))
+                    .unwrap()
+                    .any(|e| e.unwrap().file_name() == "delete")
+        });
+    }
+    // A file created on pss that shadows one on sss takes over its name.
+    fs::write(m.t(1, "b/shadow"), b"slow copy").unwrap();
+    warm(m, "b", &["shadow"]);
+    eventually(limit, "sss file", || {
+        fs::read(m.m("b/shadow")).ok().as_deref() == Some(b"slow copy")
+    });
+    fs::create_dir_all(m.t(0, "b")).unwrap();
+    fs::write(m.t(0, "b/shadow"), b"fast copy").unwrap();
+    eventually(limit, "shadowing copy", || {
+        fs::read(m.m("b/shadow")).ok().as_deref() == Some(b"fast copy")
+    });
+}
+
+#[test]
+fn watched_tiers_show_direct_changes_despite_hour_long_caches() {
+    let m = Mount::with_config(LONG_CACHE);
+    assert!(
+        m.stderr().contains("tier changes: watched with fanotify"),
+        "{}",
+        m.stderr()
+    );
+    direct_changes_show(&m, Duration::from_secs(1));
+}
+
+#[test]
+fn unwatched_tiers_show_direct_changes_within_the_short_default_lifetimes() {
+    let m = Mount::builder().args(&["-o", "nowatch"]).mount();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !m.stderr().contains("tier changes: not watched") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        m.stderr()
+            .contains("(entries), 1s (attributes), 1s (missing names)"),
+        "{}",
+        m.stderr()
+    );
+    direct_changes_show(&m, Duration::from_secs(3));
+}

@@ -35,13 +35,8 @@ pub fn parse_size(s: &str) -> Result<Size, String> {
         }
         return Ok(Size::Percent(v));
     }
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = (&t[..split], t[split..].trim());
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size like `50GiB`, `512MiB` or `10%`"))?;
+    let (n, unit) = number_and_unit(t)
+        .ok_or_else(|| format!("`{s}` is not a size like `50GiB`, `512MiB` or `10%`"))?;
     let mult: u64 = match unit {
         "" | "B" => 1,
         "K" | "KiB" | "k" => 1 << 10,
@@ -61,16 +56,19 @@ pub fn parse_size(s: &str) -> Result<Size, String> {
     Ok(Size::Bytes((n * mult as f64) as u64))
 }
 
-/// Parses `30s`, `15m`, `1h`, `180d`, `2w`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
+/// Splits `12.5 MiB` into 12.5 and `MiB`.
+fn number_and_unit(t: &str) -> Option<(f64, &str)> {
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
-    let (num, unit) = (&t[..split], t[split..].trim());
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like `30s`, `1h` or `180d`"))?;
+    let n = t[..split].parse().ok()?;
+    Some((n, t[split..].trim()))
+}
+
+/// Parses `30s`, `15m`, `1h`, `180d`, `2w`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = number_and_unit(s.trim())
+        .ok_or_else(|| format!("`{s}` is not a duration like `30s`, `1h` or `180d`"))?;
     let secs = match unit {
         "ms" => 0.001,
         "s" => 1.0,

@@ -1436,37 +1436,8 @@ impl Fs {
     ) -> Result<u32> {
         let a = self.handle(fh_in)?;
         let b = self.handle(fh_out)?;
-        let len = len.min(1 << 30) as usize;
-        let mut oi = off_in as i64;
-        let mut oo = off_out as i64;
-        // SAFETY: valid fds and pointers to local offsets.
-        let r = unsafe {
-            libc::copy_file_range(
-                a.file.as_raw_fd(),
-                &mut oi,
-                b.file.as_raw_fd(),
-                &mut oo,
-                len,
-                0,
-            )
-        };
-        if r >= 0 {
-            return Ok(r as u32);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EXDEV)
-            | Some(libc::EOPNOTSUPP)
-            | Some(libc::EINVAL)
-            | Some(libc::ENOSYS) => {
-                // Different filesystems: copy through a buffer.
-                let mut buf = vec![0u8; len.min(1 << 20)];
-                let n = a.file.read_at(&mut buf, off_in)?;
-                b.file.write_all_at(&buf[..n], off_out)?;
-                Ok(n as u32)
-            }
-            _ => Err(e.into()),
-        }
+        let n = copy_chunk(&a.file, off_in, &b.file, off_out, len.min(1 << 30) as usize)?;
+        Ok(n as u32)
     }
 
     // ---- directories -------------------------------------------------------
@@ -1756,6 +1727,44 @@ impl Fs {
     /// Number of nodes the kernel holds.
     pub fn node_count(&self) -> usize {
         self.nodes.len()
+    }
+}
+
+/// Copies up to `len` bytes from `src` at `off_in` to `dst` at `off_out`:
+/// in the kernel with copy_file_range where it can, through a buffer where
+/// the two files are on different filesystems. Returns the bytes copied
+/// (0 at the end of `src`).
+pub(crate) fn copy_chunk(
+    src: &File,
+    off_in: u64,
+    dst: &File,
+    off_out: u64,
+    len: usize,
+) -> Result<usize> {
+    loop {
+        let mut oi = off_in as i64;
+        let mut oo = off_out as i64;
+        // SAFETY: valid fds and pointers to local offsets.
+        let r = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut oi, dst.as_raw_fd(), &mut oo, len, 0)
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EXDEV)
+            | Some(libc::EOPNOTSUPP)
+            | Some(libc::EINVAL)
+            | Some(libc::ENOSYS) => {
+                let mut buf = vec![0u8; len.min(4 << 20)];
+                let n = src.read_at(&mut buf, off_in)?;
+                dst.write_all_at(&buf[..n], off_out)?;
+                return Ok(n);
+            }
+            _ => return Err(e.into()),
+        }
     }
 }
 

@@ -11,10 +11,8 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
@@ -300,42 +298,16 @@ impl Fs {
     }
 }
 
-/// Copies `len` bytes, in the kernel where it can (copy_file_range).
+/// Copies `len` bytes in chunks, reporting each to `progress`.
 fn copy_data(src: &File, dst: &File, len: u64, progress: &mut dyn FnMut(u64)) -> Result<u64> {
     const CHUNK: usize = 4 << 20;
     let mut off: u64 = 0;
-    let mut buf: Vec<u8> = Vec::new();
     while off < len {
         let want = ((len - off) as usize).min(CHUNK);
-        let mut oi = off as i64;
-        let mut oo = off as i64;
-        // SAFETY: valid fds and pointers to local offsets.
-        let r = unsafe {
-            libc::copy_file_range(src.as_raw_fd(), &mut oi, dst.as_raw_fd(), &mut oo, want, 0)
-        };
-        let n = if r > 0 {
-            r as usize
-        } else if r == 0 {
+        let n = super::copy_chunk(src, off, dst, off, want)?;
+        if n == 0 {
             break; // source shrank; the version check will notice
-        } else {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EXDEV)
-                | Some(libc::EOPNOTSUPP)
-                | Some(libc::EINVAL)
-                | Some(libc::ENOSYS) => {
-                    buf.resize(want, 0);
-                    let n = src.read_at(&mut buf, off)?;
-                    if n == 0 {
-                        break;
-                    }
-                    dst.write_all_at(&buf[..n], off)?;
-                    n
-                }
-                Some(libc::EINTR) => continue,
-                _ => return Err(e.into()),
-            }
-        };
+        }
         off += n as u64;
         progress(n as u64);
     }

@@ -453,6 +453,35 @@ impl Fs {
         Ok(d)
     }
 
+    /// Where file node `ino` sits, through cached handles: its parent
+    /// directory's handles, the tier of its copy, and its name. `None` for
+    /// directories and when nothing is cached (callers then `locate`).
+    fn placed(&self, ino: u64) -> Option<(Arc<DirFds>, usize, Box<[u8]>)> {
+        let node = self.nodes.get(ino).ok()?;
+        if node.is_dir() {
+            return None;
+        }
+        let link = self.nodes.held_link(ino)?;
+        let d = self.dir_fds(link.parent).ok()?;
+        let tier = node.tier();
+        d.fds.get(tier)?.as_ref()?;
+        Some((d, tier, link.name))
+    }
+
+    /// stat of node `ino` by one call on a cached handle, when possible: a
+    /// directory's winning copy, or a file's copy beside its parent's handle.
+    fn stat_cached(&self, ino: u64) -> Option<Stat> {
+        let node = self.nodes.get(ino).ok()?;
+        if node.is_dir() {
+            let d = self.dir_fds(ino).ok()?;
+            let fd = d.fds.iter().flatten().next()?;
+            return rustix::fs::fstat(fd).ok();
+        }
+        let (d, tier, name) = self.placed(ino)?;
+        let fd = d.fds.get(tier)?.as_ref()?;
+        rustix::fs::statat(fd, os(&name), AtFlags::SYMLINK_NOFOLLOW).ok()
+    }
+
     /// The winning copy of `name` in directory `d`: (tier, stat, node id).
     fn find_in(&self, d: &DirFds, name: &[u8]) -> Result<Option<(usize, Stat, u64)>> {
         let _scan = self.scan_guard.read();
@@ -620,6 +649,9 @@ impl Fs {
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
         if let Some(h) = fh.and_then(|fh| self.files.get(&fh).map(|h| h.clone())) {
             let st = rustix::fs::fstat(&h.file)?;
+            return Ok(Attr { ino, st });
+        }
+        if let Some(st) = self.stat_cached(ino) {
             return Ok(Attr { ino, st });
         }
         match self.locate(ino) {
@@ -1312,12 +1344,24 @@ impl Fs {
     /// Opens the winning copy of `ino`.
     pub fn open(&self, c: Caller, ino: u64, flags: i32) -> Result<u64> {
         let _switch = self.switch_lock(ino).read();
-        let (tier, st, rel) = self.locate(ino)?;
-        if is_dir(&st) {
-            return Err(Errno(libc::EISDIR));
-        }
-        let t = self.tier(tier)?;
-        let fd = self.checked(c, || t.open(&rel, open_flags(flags)))?;
+        let fast = self.placed(ino).and_then(|(d, tier, name)| {
+            let dir = d.fds.get(tier)?.as_ref()?;
+            self.checked(c, || {
+                rustix::fs::openat(dir, os(&name), open_flags(flags), Mode::empty())
+            })
+            .ok()
+        });
+        let fd = match fast {
+            Some(fd) => fd,
+            None => {
+                let (tier, st, rel) = self.locate(ino)?;
+                if is_dir(&st) {
+                    return Err(Errno(libc::EISDIR));
+                }
+                let t = self.tier(tier)?;
+                self.checked(c, || t.open(&rel, open_flags(flags)))?
+            }
+        };
         let fh = self.fh();
         self.files.insert(
             fh,

@@ -240,6 +240,16 @@ impl Nodes {
         Ok(out)
     }
 
+    /// A name of `ino` whose parent directory the kernel still holds.
+    pub fn held_link(&self, ino: u64) -> Option<Link> {
+        let node = self.map.get(&ino)?.clone();
+        let links = node.links.lock();
+        links
+            .iter()
+            .find(|l| l.parent == ROOT || self.map.contains_key(&l.parent))
+            .cloned()
+    }
+
     /// Whether the kernel holds node `ino`.
     pub fn contains(&self, ino: u64) -> bool {
         self.map.contains_key(&ino)

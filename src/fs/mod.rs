@@ -1105,6 +1105,7 @@ impl Fs {
     fn remove_copy(&self, i: usize, rel: &[u8], st: &Stat) -> Result<()> {
         let (dir, name) = self.tier(i)?.parent(rel)?;
         if is_dir(st) {
+            let _bump = DirsChanged(self);
             dir::remove_tree(&dir, name)
         } else {
             match rustix::fs::unlinkat(&dir, os(name), AtFlags::empty()) {
@@ -1116,7 +1117,6 @@ impl Fs {
 
     /// unlink: every copy goes, last tier first (rule 2).
     pub fn unlink(&self, c: Caller, parent: u64, name: &[u8]) -> Result<()> {
-        let _bump = DirsChanged(self);
         if Self::reserved(parent, name) {
             return Err(Errno(libc::ENOENT));
         }
@@ -1189,7 +1189,6 @@ impl Fs {
         newname: &[u8],
         flags: u32,
     ) -> Result<()> {
-        let _bump = DirsChanged(self);
         if Self::reserved(parent, name) {
             return Err(Errno(libc::ENOENT));
         }
@@ -1201,6 +1200,9 @@ impl Fs {
         let _g = self.locks.lock_two((parent, name), (newparent, newname));
         let src_copies = self.find_all(&src)?;
         let (ta, sst) = src_copies.first().copied().ok_or(Errno(libc::ENOENT))?;
+        // Renaming a directory (or swapping names) changes where directories
+        // are; a file rename does not (removed junk copies bump on their own).
+        let _bump = (is_dir(&sst) || flags & libc::RENAME_EXCHANGE != 0).then(|| DirsChanged(self));
         if src == dst {
             return Ok(());
         }

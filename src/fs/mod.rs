@@ -187,7 +187,8 @@ pub struct Fs {
     /// Held for reading by every scan across the tiers (lookups, listings),
     /// for writing by the mover's two-step switch, so no scan sees a moving
     /// file on neither tier.
-    scan_guard: parking_lot::RwLock<()>,
+    /// Striped by name, so lookups of different names never share a lock.
+    scan_guard: Vec<parking_lot::RwLock<()>>,
 }
 
 /// Marks directory handles stale when dropped: at the end of an operation
@@ -400,7 +401,7 @@ impl Fs {
             dircache: DashMap::new(),
             dir_epoch: AtomicU64::new(0),
             dir_ttl_ms: AtomicU64::new(1000),
-            scan_guard: parking_lot::RwLock::new(()),
+            scan_guard: (0..64).map(|_| parking_lot::RwLock::new(())).collect(),
         }
     }
 
@@ -484,7 +485,7 @@ impl Fs {
 
     /// The winning copy of `name` in directory `d`: (tier, stat, node id).
     fn find_in(&self, d: &DirFds, name: &[u8]) -> Result<Option<(usize, Stat, u64)>> {
-        let _scan = self.scan_guard.read();
+        let _scan = self.scan_lock(name).read();
         for (i, fd) in d.fds.iter().enumerate() {
             let Some(fd) = fd else { continue };
             match rustix::fs::statat(fd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
@@ -538,7 +539,7 @@ impl Fs {
 
     /// The winning copy of `rel`: first tier where it exists.
     pub fn find(&self, rel: &[u8]) -> Result<Option<(usize, Stat)>> {
-        let _scan = self.scan_guard.read();
+        let _scan = self.scan_lock(split_parent(rel).1).read();
         for t in self.tiers.iter() {
             match t.lstat(rel) {
                 Ok(st) => return Ok(Some((t.index, st))),
@@ -551,7 +552,7 @@ impl Fs {
 
     /// Every copy of `rel`, in tier order.
     fn find_all(&self, rel: &[u8]) -> Result<Vec<(usize, Stat)>> {
-        let _scan = self.scan_guard.read();
+        let _scan = self.scan_lock(split_parent(rel).1).read();
         let mut v = Vec::new();
         for t in self.tiers.iter() {
             match t.lstat(rel) {
@@ -1377,6 +1378,15 @@ impl Fs {
         Ok(fh)
     }
 
+    /// The scan stripe of a name (its last path component).
+    pub(crate) fn scan_lock(&self, name: &[u8]) -> &parking_lot::RwLock<()> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in name {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        &self.scan_guard[(h % self.scan_guard.len() as u64) as usize]
+    }
+
     fn switch_lock(&self, ino: u64) -> &parking_lot::RwLock<()> {
         &self.switch[(ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % self.switch.len()]
     }
@@ -1498,7 +1508,8 @@ impl Fs {
             self.access(c, ino, libc::R_OK)?;
         }
         let mut h = {
-            let _scan = self.scan_guard.read();
+            // A listing covers every name: hold every stripe (in order).
+            let _scan: Vec<_> = self.scan_guard.iter().map(|l| l.read()).collect();
             dir::list(&self.tiers, ino, &rel, ino == ROOT)?
         };
         for e in h.entries.iter_mut() {

@@ -132,8 +132,10 @@ impl Fs {
     }
 
     /// Removes what unfinished moves left in every tier's temporary
-    /// directory (run at mount, before clients arrive). Returns the count.
+    /// directory, and repairs placeholders a crash left half-made (run at
+    /// mount, before clients arrive). Returns the count of temporaries.
     pub fn clean_temporaries(&self) -> usize {
+        self.repair_pins();
         let mut n = 0;
         for t in self.tiers.iter() {
             let rel = format!("{STATE_DIR}/{TMP_DIR}");
@@ -156,6 +158,44 @@ impl Fs {
             }
         }
         n
+    }
+
+    /// A crash between pinning a source and removing it leaves the pin as a
+    /// second link of the still-present source: drop the pin (the file was
+    /// not moved). A crash before emptying a pin leaves its data: empty it.
+    fn repair_pins(&self) {
+        for t in self.tiers.iter() {
+            let rel = format!("{STATE_DIR}/{IDS_DIR}");
+            let Ok(dir) = t.open(rel.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY) else {
+                continue;
+            };
+            let mut names = Vec::new();
+            let mut buf = vec![std::mem::MaybeUninit::uninit(); 16 * 1024];
+            let mut it = rustix::fs::RawDir::new(&dir, &mut buf);
+            while let Some(Ok(e)) = it.next() {
+                let name = e.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    names.push(name.to_vec());
+                }
+            }
+            for name in names {
+                let Ok(st) = rustix::fs::statat(&dir, os(&name), AtFlags::SYMLINK_NOFOLLOW) else {
+                    continue;
+                };
+                if st.st_nlink > 1 {
+                    let _ = rustix::fs::unlinkat(&dir, os(&name), AtFlags::empty());
+                } else if st.st_size > 0 {
+                    if let Ok(f) = rustix::fs::openat(
+                        &dir,
+                        os(&name),
+                        OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        let _ = rustix::fs::ftruncate(&f, 0);
+                    }
+                }
+            }
+        }
     }
 
     /// Moves the winning copy of `rel` from tier `from` to tier `to`.
@@ -268,7 +308,7 @@ impl Fs {
                 Err(e) => return Err(cleanup(e.into())),
             };
         {
-            let _no_scans = self.scan_guard.write();
+            let _no_scans = self.scan_lock(split_parent(rel).1).write();
             rustix::fs::renameat(&tmpdir, tmpname.as_str(), &ddir, os(dname))
                 .map_err(|e| cleanup(e.into()))?;
             rustix::fs::unlinkat(&sdir, os(sname), AtFlags::empty())?;

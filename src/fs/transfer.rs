@@ -184,15 +184,15 @@ impl Fs {
                 };
                 if st.st_nlink > 1 {
                     let _ = rustix::fs::unlinkat(&dir, os(&name), AtFlags::empty());
-                } else if st.st_size > 0 {
-                    if let Ok(f) = rustix::fs::openat(
+                } else if st.st_size > 0
+                    && let Ok(f) = rustix::fs::openat(
                         &dir,
                         os(&name),
                         OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         Mode::empty(),
-                    ) {
-                        let _ = rustix::fs::ftruncate(&f, 0);
-                    }
+                    )
+                {
+                    let _ = rustix::fs::ftruncate(&f, 0);
                 }
             }
         }

@@ -1,11 +1,12 @@
 //! The dfs daemon under test: build, mount, watch, unmount.
 //!
-//! The mount is torn down on every way out: normal return and panic (the
-//! `Daemon` guard's Drop), Ctrl-C/SIGTERM/SIGHUP (a signal thread), and the
-//! benchmark being killed outright (PR_SET_PDEATHSIG sends dfs SIGTERM, on
-//! which it unmounts itself).
+//! Every mount is torn down on every way out: normal return and panic (the
+//! `Daemon` guard's Drop), Ctrl-C/SIGTERM/SIGHUP (a signal thread, which
+//! unmounts every daemon still up), and the benchmark being killed outright
+//! (PR_SET_PDEATHSIG sends dfs SIGTERM, on which it unmounts itself).
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -100,7 +101,8 @@ struct Teardown {
     mnt: PathBuf,
 }
 
-static TEARDOWN: Mutex<Option<Teardown>> = Mutex::new(None);
+/// Every daemon still mounted (the signal thread unmounts them all).
+static TEARDOWN: Mutex<Vec<Teardown>> = Mutex::new(Vec::new());
 
 /// The scratch directory the signal thread removes after unmounting (unset
 /// with --keep).
@@ -119,8 +121,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Runs `dfs mount TIER0 TIER1 MNT [-o OPTS]` and waits until
-    /// /proc/self/mountinfo shows MNT as fuse.dfs.
+    /// Runs `dfs mount TIER0 TIER1 MNT [-o OPTS]` (the two-tier preset) and
+    /// waits until /proc/self/mountinfo shows MNT as fuse.dfs.
     pub fn mount(
         bin: &Path,
         tier0: &Path,
@@ -130,8 +132,35 @@ impl Daemon {
         log_file: Option<&Path>,
         rust_log: Option<&str>,
     ) -> io::Result<Daemon> {
+        let args = [tier0.as_os_str(), tier1.as_os_str(), mnt.as_os_str()];
+        Self::spawn(bin, &args, mnt, opts, log_file, rust_log)
+    }
+
+    /// Runs `dfs mount --config CONFIG MNT [-o OPTS]` and waits until
+    /// /proc/self/mountinfo shows MNT as fuse.dfs.
+    pub fn mount_config(
+        bin: &Path,
+        config: &Path,
+        mnt: &Path,
+        opts: Option<&str>,
+        log_file: Option<&Path>,
+        rust_log: Option<&str>,
+    ) -> io::Result<Daemon> {
+        let args = [OsStr::new("--config"), config.as_os_str(), mnt.as_os_str()];
+        Self::spawn(bin, &args, mnt, opts, log_file, rust_log)
+    }
+
+    /// `dfs mount ARGS... [-o OPTS]`, watched until mounted.
+    fn spawn(
+        bin: &Path,
+        args: &[&OsStr],
+        mnt: &Path,
+        opts: Option<&str>,
+        log_file: Option<&Path>,
+        rust_log: Option<&str>,
+    ) -> io::Result<Daemon> {
         let mut cmd = Command::new(bin);
-        cmd.arg("mount").arg(tier0).arg(tier1).arg(mnt);
+        cmd.arg("mount").args(args);
         if let Some(o) = opts {
             cmd.arg("-o").arg(o);
         }
@@ -161,7 +190,7 @@ impl Daemon {
         }
         let mut child = cmd.spawn()?;
         let pid = child.id() as i32;
-        *TEARDOWN.lock().unwrap() = Some(Teardown {
+        TEARDOWN.lock().unwrap().push(Teardown {
             pid,
             mnt: mnt.to_path_buf(),
         });
@@ -232,6 +261,7 @@ impl Daemon {
                 thread::sleep(Duration::from_millis(100));
                 let early = d.log.lock().unwrap().early.join("\n");
                 d.child = None;
+                TEARDOWN.lock().unwrap().retain(|t| t.pid != pid);
                 return Err(io::Error::other(format!(
                     "dfs exited before mounting ({st}):\n{early}"
                 )));
@@ -329,7 +359,7 @@ impl Daemon {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        TEARDOWN.lock().unwrap().take();
+        TEARDOWN.lock().unwrap().retain(|t| t.pid != self.pid);
         teardown(self.pid, &self.mnt);
         let start = Instant::now();
         while child.try_wait()?.is_none() {
@@ -385,6 +415,26 @@ fn teardown(pid: i32, mnt: &Path) {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    // dfs still writes its state (the mover's access record) after the
+    // unmount: let it finish before anyone removes the tiers.
+    let start = Instant::now();
+    while running(pid) && start.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` exists and has not exited (zombies have).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s[s.rfind(')')? + 1..]
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
 }
 
 /// Ctrl-C, SIGTERM, SIGHUP: unmount, then exit with 128+signal.
@@ -396,15 +446,26 @@ pub fn install_signal_handler() -> io::Result<()> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 eprintln!("\ndfs-bench: signal {sig}: unmounting");
-                if let Some(t) = TEARDOWN.lock().unwrap().take() {
+                let all = std::mem::take(&mut *TEARDOWN.lock().unwrap());
+                let mut left = false;
+                for t in all {
                     teardown(t.pid, &t.mnt);
                     if still_mounted(&t.mnt) {
                         eprintln!("dfs-bench: {} is still mounted!", t.mnt.display());
-                        std::process::exit(128 + sig);
+                        left = true;
                     }
                 }
+                if left {
+                    std::process::exit(128 + sig);
+                }
                 if let Some(dir) = SCRATCH.lock().unwrap().take() {
-                    let _ = std::fs::remove_dir_all(dir);
+                    // The main thread may still be adding files: retry.
+                    for _ in 0..5 {
+                        if std::fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+                            break;
+                        }
+                        thread::sleep(Duration::from_millis(100));
+                    }
                 }
                 std::process::exit(128 + sig);
             }

@@ -1,17 +1,19 @@
 //! dfs-bench: dfs against the native filesystem, on the same disk, in the
-//! same run (issue 4's "Benchmark" and "Targets").
+//! same run (issue 4's "Benchmark" and "Targets"), and the mover against
+//! `cp -a` and idle client latency (issue 5's "Tests and benchmark").
 //!
 //! Run as root from the workspace: `cargo run --release -p dfs-bench`
 //! (`-- --help` for the flags; `-- --quick` for a ~10x smaller smoke run).
 
 mod daemon;
+mod mover;
 mod table;
 mod workloads;
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
@@ -21,12 +23,16 @@ use workloads::{Ctx, Sizes};
 
 const MIB: u64 = 1 << 20;
 
-const ALL: &[&str] = &["rt", "seq", "rand", "small", "tree", "neg", "tier2", "mem"];
+const ALL: &[&str] = &[
+    "rt", "seq", "rand", "small", "tree", "neg", "tier2", "mem", "mover",
+];
 
 /// Benchmark dfs against the native filesystem on the same disk. Needs root
 /// (drop_caches, FUSE passthrough). Prints a table of medians: ratio 1.0 is
 /// native speed, higher is better (dfs/native for rates, native/dfs for
-/// times), with issue 4's target for each line.
+/// times), with issue 4's target for each line; then the mover's table
+/// (issue 5: `dfs move` against `cp -a`, client latency during a pass
+/// against none).
 #[derive(Debug, Parser)]
 #[command(name = "dfs-bench")]
 struct Args {
@@ -38,7 +44,8 @@ struct Args {
     /// mount point) is made; it must be on the disk you want to measure.
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     scratch: PathBuf,
-    /// Keep the scratch directory (and the dfs log in it) afterwards.
+    /// Keep the scratch directory (and the dfs logs in it: dfs.log, and
+    /// mover/dfs-*.log for the mover's mounts) afterwards.
     #[arg(long)]
     keep: bool,
     /// Repetitions of every workload on each side (the table shows medians).
@@ -48,7 +55,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these workloads (comma-separated): rt (the round-trip
-    /// floor), seq, rand, small, tree, neg, tier2, mem.
+    /// floor), seq, rand, small, tree, neg, tier2, mem (issue 4, on the
+    /// preset mount), mover (issue 5, on mounts of its own).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Exit with status 2 when a line is under its target.
@@ -105,6 +113,29 @@ struct Args {
     /// memory: distinct files looked up [200000; quick 20000].
     #[arg(long, value_name = "N")]
     mem_files: Option<usize>,
+    /// mover: big files in the set a pass moves [200; quick 20].
+    #[arg(long, value_name = "N")]
+    mover_big: Option<usize>,
+    /// mover: size of each big file, KiB [4096].
+    #[arg(long, value_name = "KIB")]
+    mover_big_kib: Option<u64>,
+    /// mover: small files in the set [2000; quick 200].
+    #[arg(long, value_name = "N")]
+    mover_small: Option<usize>,
+    /// mover: size of each small file, KiB [64].
+    #[arg(long, value_name = "KIB")]
+    mover_small_kib: Option<u64>,
+    /// mover: the throttled pass's `bandwidth` (as in dfs.toml; "off" skips
+    /// the throttled latency lines).
+    #[arg(long, value_name = "RATE", default_value = "200MiB/s")]
+    mover_bandwidth: String,
+    /// mover: how long the client reads with no pass running, seconds
+    /// [3; quick 1].
+    #[arg(long, value_name = "SECS")]
+    mover_idle_secs: Option<f64>,
+    /// mover: the client's pause between reads, microseconds.
+    #[arg(long, value_name = "US", default_value_t = 1000)]
+    mover_read_gap_us: u64,
 }
 
 impl Args {
@@ -137,6 +168,26 @@ impl Args {
             tier2_size: 4096,
             mem_files: pick(self.mem_files, 200_000, 20_000).max(1),
             roundtrips: if q { 5_000 } else { 50_000 },
+        }
+    }
+}
+
+impl Args {
+    fn mover_sizes(&self) -> mover::MoverSizes {
+        let q = self.quick;
+        mover::MoverSizes {
+            big_files: self.mover_big.unwrap_or(if q { 20 } else { 200 }),
+            big_bytes: self.mover_big_kib.unwrap_or(4096) * 1024,
+            small_files: self.mover_small.unwrap_or(if q { 200 } else { 2000 }),
+            small_bytes: self.mover_small_kib.unwrap_or(64) * 1024,
+            bandwidth: self.mover_bandwidth.clone(),
+            idle: Duration::from_secs_f64(
+                self.mover_idle_secs
+                    .unwrap_or(if q { 1.0 } else { 3.0 })
+                    .max(0.1),
+            ),
+            read_gap: Duration::from_micros(self.mover_read_gap_us),
+            hot_files: 64,
         }
     }
 }
@@ -231,10 +282,14 @@ fn run(args: Args) -> io::Result<bool> {
         tiers,
         mnt.clone(),
     );
-    if daemon::mount_type(&mnt).is_some() {
+    let mover_mnt = scratch.join("mover/mnt");
+    if let Some(m) = [&mnt, &mover_mnt]
+        .into_iter()
+        .find(|m| daemon::mount_type(m).is_some())
+    {
         eprintln!(
             "dfs-bench: {} is still mounted; not removing {}",
-            mnt.display(),
+            m.display(),
             scratch.display()
         );
     } else if args.keep {
@@ -243,6 +298,17 @@ fn run(args: Args) -> io::Result<bool> {
         eprintln!("dfs-bench: cannot remove {}: {e}", scratch.display());
     }
     result
+}
+
+/// What the preset mount's run leaves for the report.
+struct PresetRun {
+    t: Table,
+    tree_info: Option<(u64, u64)>,
+    notable: Vec<String>,
+    threads: Option<u64>,
+    peak_before_mem: Option<u64>,
+    peak: Option<u64>,
+    mem: Option<workloads::Memory>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -259,7 +325,104 @@ fn bench(
 ) -> io::Result<bool> {
     let started = Instant::now();
     let load_start = read_trim("/proc/loadavg");
+    let mut failures = Vec::new();
 
+    // The issue 4 workloads, on the preset mount (skipped when only the
+    // mover's are wanted).
+    let preset = if ALL.iter().any(|w| *w != "mover" && want(w)) {
+        Some(preset(
+            args,
+            bin,
+            &sizes,
+            reps,
+            want,
+            scratch,
+            native,
+            tiers,
+            &mnt,
+            &mut failures,
+        )?)
+    } else {
+        None
+    };
+
+    // The issue 5 workloads, on mounts of their own, after the preset mount
+    // is gone (its watcher would see the mover's traffic on the same disk).
+    let mut mt = Table::with_sides("baseline", "dfs");
+    let mut notes = None;
+    let msizes = args.mover_sizes();
+    if want("mover") {
+        eprintln!("== mover");
+        let env = mover::Env {
+            bin,
+            dir: scratch.join("mover"),
+            sizes: msizes.clone(),
+            reps,
+            mount_opts: args.mount_opts.as_deref(),
+        };
+        match mover::run(&env, &mut mt) {
+            Ok(n) => notes = Some(n),
+            Err(e) => {
+                eprintln!("!! mover failed: {e}");
+                failures.push(format!("mover: {e}"));
+            }
+        }
+    }
+
+    // ---- report ----
+    println!();
+    println!(
+        "dfs-bench (issues 4 and 5): ratio = dfs/baseline for rates, baseline/dfs for times; 1.0 = baseline, higher is better"
+    );
+    println!(
+        "kernel {}; {} CPUs; load average at start {load_start}, at end {}",
+        read_trim("/proc/sys/kernel/osrelease"),
+        cpus(),
+        read_trim("/proc/loadavg")
+    );
+    println!("dfs: {}", bin.display());
+    println!(
+        "scratch {} ({}); {} repetitions per side, medians; wall time {:.0} s",
+        scratch.display(),
+        fs_type(scratch),
+        reps,
+        started.elapsed().as_secs_f64()
+    );
+    let mut under = 0;
+    if let Some(p) = &preset {
+        under += report_preset(args, &sizes, p);
+    }
+    if want("mover") {
+        under += report_mover(&msizes, &mt, notes.as_ref());
+    }
+    println!("lines under target: {under}");
+    for f in &failures {
+        println!("FAILED {f}");
+    }
+    if !failures.is_empty() {
+        return Err(io::Error::other(format!(
+            "{} workload(s) failed",
+            failures.len()
+        )));
+    }
+    Ok(under > 0)
+}
+
+/// Mounts the preset (`dfs mount TIER0 TIER1 MNT`), runs the issue 4
+/// workloads wanted on it and unmounts.
+#[allow(clippy::too_many_arguments)]
+fn preset(
+    args: &Args,
+    bin: &Path,
+    sizes: &Sizes,
+    reps: usize,
+    want: &dyn Fn(&str) -> bool,
+    scratch: &Path,
+    native: PathBuf,
+    tiers: [PathBuf; 2],
+    mnt: &Path,
+    failures: &mut Vec<String>,
+) -> io::Result<PresetRun> {
     let tarball = scratch.join("tree.tar");
     let mut tree_info = None;
     if want("tree") {
@@ -286,7 +449,7 @@ fn bench(
         bin,
         &tiers[0],
         &tiers[1],
-        &mnt,
+        mnt,
         args.mount_opts.as_deref(),
         Some(&log_file),
         args.count_requests.then_some("info,fuser::request=debug"),
@@ -296,7 +459,6 @@ fn bench(
     }
 
     let mut t = Table::default();
-    let mut failures = Vec::new();
     let mut mem = None;
     let (peak_before_mem, threads);
     {
@@ -306,7 +468,7 @@ fn bench(
             scratch: scratch.to_path_buf(),
             native,
             tiers,
-            mnt: mnt.clone(),
+            mnt: mnt.to_path_buf(),
             daemon: &daemon,
             count_requests: args.count_requests,
         };
@@ -351,34 +513,27 @@ fn bench(
     let notable = daemon.log.lock().unwrap().notable.clone();
     daemon.unmount()?;
     eprintln!("unmounted {} (checked /proc/mounts)", mnt.display());
+    Ok(PresetRun {
+        t,
+        tree_info,
+        notable,
+        threads,
+        peak_before_mem,
+        peak,
+        mem,
+    })
+}
 
-    // ---- report ----
-    println!();
-    println!(
-        "dfs-bench (issue 4): ratio = dfs/native for rates, native/dfs for times; 1.0 = native, higher is better"
-    );
-    println!(
-        "kernel {}; {} CPUs; load average at start {load_start}, at end {}",
-        read_trim("/proc/sys/kernel/osrelease"),
-        cpus(),
-        read_trim("/proc/loadavg")
-    );
-    println!("dfs: {}", bin.display());
-    for l in &notable {
+/// The issue 4 part of the report; returns how many lines are under target.
+fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
+    for l in &p.notable {
         if !l.contains("unmount") {
             println!("dfs said: {}", strip_log_prefix(l));
         }
     }
     println!(
         "daemon threads (/proc/PID/status Threads): {}",
-        threads.map_or("?".into(), |x| x.to_string())
-    );
-    println!(
-        "scratch {} ({}); {} repetitions per side, medians; wall time {:.0} s",
-        scratch.display(),
-        fs_type(scratch),
-        reps,
-        started.elapsed().as_secs_f64()
+        p.threads.map_or("?".into(), |x| x.to_string())
     );
     println!(
         "sizes: seq {} MiB in {} KiB writes; rand {} MiB, {} preads; small {} x {} B in {} dirs; neg {} names in {} dirs; tier2 {} x {} B in {} dirs",
@@ -395,7 +550,7 @@ fn bench(
         sizes.tier2_size,
         sizes.tier2_dirs
     );
-    if let Some((files, bytes)) = tree_info {
+    if let Some((files, bytes)) = p.tree_info {
         println!(
             "tree: {} ({} entries, {:.1} MiB tar); commands: tar -xf, grep -r -w -F -h -c {}, du -s, rm -rf",
             sizes.tree_src.display(),
@@ -405,28 +560,29 @@ fn bench(
         );
     }
     println!();
-    let under = t.print();
+    println!("issue 4: dfs (preset mount) against the native directory");
+    let under = p.t.print();
     println!();
     println!(
         "daemon CPU time per phase (median; ~10 ms resolution; on the native side this is dfs watching the shared filesystem):"
     );
-    t.print_daemon_cpu();
+    p.t.print_daemon_cpu();
     println!();
     if args.count_requests {
         println!(
             "FUSE requests the daemon received per operation (dfs side, all repetitions; debug logging on, so the timings above are slowed):"
         );
-        t.print_requests();
+        p.t.print_requests();
         println!();
     }
     let kib = |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
     println!(
         "daemon peak RSS (VmHWM): {} before the memory test, {} at the end",
-        kib(peak_before_mem),
-        kib(peak)
+        kib(p.peak_before_mem),
+        kib(p.peak)
     );
     let mut mem_under = false;
-    if let Some(m) = &mem {
+    if let Some(m) = &p.mem {
         let per = m.bytes_per_file();
         mem_under = per >= 300.0;
         println!(
@@ -439,17 +595,67 @@ fn bench(
             m.lookups_per_sec
         );
     }
-    println!("lines under target: {}", under + mem_under as usize);
-    for f in &failures {
-        println!("FAILED {f}");
+    println!();
+    under + mem_under as usize
+}
+
+/// The issue 5 part of the report; returns how many lines are under target.
+fn report_mover(s: &mover::MoverSizes, t: &Table, notes: Option<&mover::Notes>) -> usize {
+    if let Some(n) = notes {
+        for l in &n.said {
+            println!("dfs (mover mount) said: {l}");
+        }
     }
-    if !failures.is_empty() {
-        return Err(io::Error::other(format!(
-            "{} workload(s) failed",
-            failures.len()
-        )));
+    println!(
+        "mover set: {} x {} KiB + {} x {} KiB = {} files, {:.1} MiB, put directly on pss; rule pss -> sss match \"**\", hot/** pinned to pss",
+        s.big_files,
+        s.big_bytes / 1024,
+        s.small_files,
+        s.small_bytes / 1024,
+        s.set_files(),
+        s.set_bytes() as f64 / MIB as f64
+    );
+    println!();
+    println!(
+        "issue 5: the mover (mounts of their own with a [mover] table, tiers on the same disk)"
+    );
+    let under = t.print();
+    println!(
+        "  throughput: baseline = `cp -a` of the same set pss -> sss, dfs = `dfs move` (bandwidth = \"off\"); each timed from cold caches up to a `sync` after it"
+    );
+    println!(
+        "  throughput-nosync: the same runs timed without the `sync` (the mover fsyncs every file it moves, cp does not)"
+    );
+    println!(
+        "  read-p50/p99: a client's open + 4 KiB read + close of {} pinned files on pss (page cache warm, {} us apart), in us; baseline = no pass running ({:.1} s), dfs = during a pass moving the set; ratio idle/during",
+        s.hot_files,
+        s.read_gap.as_micros(),
+        s.idle.as_secs_f64()
+    );
+    if let Some(n) = notes {
+        for l in &n.latency {
+            println!(
+                "  {} pass{}: {:.2} s, {:.0} MB/s with the client running; reads per run (median): {:.0} idle, {:.0} during",
+                l.mode,
+                if l.mode == "throttled" {
+                    format!(" (bandwidth = \"{}\")", s.bandwidth)
+                } else {
+                    String::new()
+                },
+                l.pass_secs,
+                l.pass_mb_s,
+                l.idle_reads,
+                l.during_reads
+            );
+        }
     }
-    Ok(under > 0 || mem_under)
+    println!();
+    println!(
+        "daemon CPU time (median; baseline side: dfs watching the shared filesystem during cp -a):"
+    );
+    t.print_daemon_cpu();
+    println!();
+    under
 }
 
 fn cpus() -> usize {

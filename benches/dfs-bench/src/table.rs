@@ -47,6 +47,8 @@ const TARGETS: &[(&str, f64)] = &[
     ("neg-lookup", 0.15),
     ("tier2-stat", 0.15),
     ("tier2-read", 0.15),
+    // Issue 5: the mover against `cp -a` between the same two tiers.
+    ("throughput", 0.90),
 ];
 
 /// The target ratio for a table line: its name, or the last word of a
@@ -76,6 +78,17 @@ pub fn median(xs: &[f64]) -> Option<f64> {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     })
+}
+
+/// The `p`-th percentile (0..=100) by nearest rank.
+pub fn percentile(xs: &[f64], p: f64) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = (p / 100.0 * v.len() as f64).ceil() as usize;
+    Some(v[rank.clamp(1, v.len()) - 1])
 }
 
 pub struct Row {
@@ -109,6 +122,9 @@ pub struct Requests {
 /// All samples, one row per workload line, in the order first recorded.
 #[derive(Default)]
 pub struct Table {
+    /// What the two sides are called in the progress lines and headers
+    /// (default: native and dfs).
+    pub sides: Option<[&'static str; 2]>,
     pub rows: Vec<Row>,
     pub requests: Vec<Requests>,
     /// Daemon CPU seconds during each phase: (phase, side, seconds).
@@ -116,9 +132,29 @@ pub struct Table {
 }
 
 impl Table {
+    /// A table whose sides are called `native` and `dfs` in its output.
+    pub fn with_sides(native: &'static str, dfs: &'static str) -> Table {
+        Table {
+            sides: Some([native, dfs]),
+            ..Table::default()
+        }
+    }
+
+    fn side_name(&self, side: Side) -> &'static str {
+        match (self.sides, side) {
+            (Some([n, _]), Side::Native) => n,
+            (Some([_, d]), Side::Dfs) => d,
+            (None, s) => s.name(),
+        }
+    }
+
     /// Records one sample and prints it as progress on stderr.
     pub fn record(&mut self, name: &str, kind: Kind, unit: &'static str, side: Side, value: f64) {
-        eprintln!("  {name:<22} {:<6} {} {unit}", side.name(), fmt_num(value));
+        eprintln!(
+            "  {name:<26} {:<8} {} {unit}",
+            self.side_name(side),
+            fmt_num(value)
+        );
         let i = match self.rows.iter().position(|r| r.name == name) {
             Some(i) => i,
             None => {
@@ -192,7 +228,12 @@ impl Table {
     /// filesystem; on the dfs side, serving the phase's requests (and
     /// watching).
     pub fn print_daemon_cpu(&self) {
-        println!("{:<22} {:>12} {:>12}", "phase", "native side", "dfs side");
+        println!(
+            "{:<26} {:>12} {:>12}",
+            "phase",
+            format!("{} side", self.side_name(Side::Native)),
+            format!("{} side", self.side_name(Side::Dfs))
+        );
         for r in &self.rows {
             let side = |want: Side| {
                 let v: Vec<f64> = self
@@ -203,8 +244,11 @@ impl Table {
                     .collect();
                 median(&v).map_or("-".into(), |ms| format!("{ms:.0} ms"))
             };
+            if side(Side::Native) == "-" && side(Side::Dfs) == "-" {
+                continue;
+            }
             println!(
-                "{:<22} {:>12} {:>12}",
+                "{:<26} {:>12} {:>12}",
                 r.name,
                 side(Side::Native),
                 side(Side::Dfs)
@@ -216,10 +260,15 @@ impl Table {
     pub fn print(&self) -> usize {
         let mut under = 0;
         println!(
-            "{:<22} {:<6} {:>12} {:>12} {:>7} {:>7}  n",
-            "workload", "unit", "native", "dfs", "ratio", "target"
+            "{:<26} {:<6} {:>12} {:>12} {:>7} {:>7}  n",
+            "workload",
+            "unit",
+            self.side_name(Side::Native),
+            self.side_name(Side::Dfs),
+            "ratio",
+            "target"
         );
-        println!("{}", "-".repeat(80));
+        println!("{}", "-".repeat(84));
         for r in &self.rows {
             let ratio = r.ratio();
             let tgt = target(&r.name);
@@ -231,7 +280,7 @@ impl Table {
                 _ => "",
             };
             println!(
-                "{:<22} {:<6} {:>12} {:>12} {:>7} {:>7}  {}{}",
+                "{:<26} {:<6} {:>12} {:>12} {:>7} {:>7}  {}{}",
                 r.name,
                 r.unit,
                 median(&r.native).map_or("-".into(), fmt_num),
@@ -272,6 +321,16 @@ mod tests {
     }
 
     #[test]
+    fn percentiles() {
+        assert_eq!(percentile(&[], 50.0), None);
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 100.0), Some(100.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+    }
+
+    #[test]
     fn ratios_are_higher_is_better() {
         let rate = Row {
             name: "x".into(),
@@ -295,5 +354,8 @@ mod tests {
         assert_eq!(target("small/stat-cold"), Some(0.30));
         assert_eq!(target("seq-read-cold"), None);
         assert_eq!(target("tree/rm"), Some(0.55));
+        assert_eq!(target("mover/throughput"), Some(0.90));
+        assert_eq!(target("mover/throughput-nosync"), None);
+        assert_eq!(target("mover/read-p99-throttled"), None);
     }
 }

@@ -69,15 +69,7 @@ impl Ctx<'_> {
 
     /// Repetitions × sides, alternating which side goes first.
     fn order(&self) -> Vec<(usize, Side)> {
-        let mut v = Vec::new();
-        for rep in 0..self.reps {
-            if rep % 2 == 0 {
-                v.extend([(rep, Side::Native), (rep, Side::Dfs)]);
-            } else {
-                v.extend([(rep, Side::Dfs), (rep, Side::Native)]);
-            }
-        }
-        v
+        order(self.reps)
     }
 
     /// Lets the daemon finish work queued by the previous step (forgets,
@@ -154,11 +146,29 @@ impl Ctx<'_> {
 
     /// sync, then `echo 3 > /proc/sys/vm/drop_caches`, then settle.
     fn drop_caches(&self) -> io::Result<()> {
-        sync();
-        fs::write("/proc/sys/vm/drop_caches", "3")?;
-        self.settle();
-        Ok(())
+        drop_caches(self.daemon)
     }
+}
+
+/// sync, then `echo 3 > /proc/sys/vm/drop_caches`, then let `daemon` settle.
+pub fn drop_caches(daemon: &Daemon) -> io::Result<()> {
+    sync();
+    fs::write("/proc/sys/vm/drop_caches", "3")?;
+    daemon.settle(Duration::from_secs(10));
+    Ok(())
+}
+
+/// `reps` repetitions × sides, alternating which side goes first.
+pub fn order(reps: usize) -> Vec<(usize, Side)> {
+    let mut v = Vec::new();
+    for rep in 0..reps {
+        if rep % 2 == 0 {
+            v.extend([(rep, Side::Native), (rep, Side::Dfs)]);
+        } else {
+            v.extend([(rep, Side::Dfs), (rep, Side::Native)]);
+        }
+    }
+    v
 }
 
 pub fn sync() {
@@ -180,7 +190,7 @@ impl Rng {
 }
 
 /// Non-zero, non-repeating-looking bytes (so nothing can shortcut zeros).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut r = Rng(seed);
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
@@ -191,7 +201,7 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Reads a file to its end with `buf`-sized reads; returns the byte count.
-fn read_whole(path: &Path, buf: &mut [u8]) -> io::Result<u64> {
+pub fn read_whole(path: &Path, buf: &mut [u8]) -> io::Result<u64> {
     let mut f = File::open(path)?;
     let mut total = 0u64;
     loop {
@@ -203,7 +213,7 @@ fn read_whole(path: &Path, buf: &mut [u8]) -> io::Result<u64> {
 }
 
 /// Writes `total` bytes to a new file with `chunk`-sized writes, then fsync.
-fn write_file(path: &Path, chunk: &[u8], total: u64) -> io::Result<()> {
+pub fn write_file(path: &Path, chunk: &[u8], total: u64) -> io::Result<()> {
     let mut f = File::create(path)?;
     let mut left = total;
     while left > 0 {
@@ -214,7 +224,7 @@ fn write_file(path: &Path, chunk: &[u8], total: u64) -> io::Result<()> {
     f.sync_all()
 }
 
-fn check(cond: bool, what: impl FnOnce() -> String) -> io::Result<()> {
+pub fn check(cond: bool, what: impl FnOnce() -> String) -> io::Result<()> {
     if cond {
         Ok(())
     } else {
@@ -233,7 +243,7 @@ fn layout(base: &Path, dirs: usize, files: usize, prefix: &str) -> (Vec<PathBuf>
 }
 
 /// Re-roots a path made by `layout` under another base.
-fn rebase(p: &Path, from: &Path, to: &Path) -> PathBuf {
+pub fn rebase(p: &Path, from: &Path, to: &Path) -> PathBuf {
     to.join(p.strip_prefix(from).expect("path under base"))
 }
 
@@ -256,7 +266,7 @@ fn read_all(files: &[PathBuf], buf: &mut [u8], size: usize) -> io::Result<()> {
 
 /// Runs a command, fails on a non-zero status (other than those allowed),
 /// returns its stdout.
-fn run(cmd: &mut Command, ok_codes: &[i32]) -> io::Result<String> {
+pub fn run(cmd: &mut Command, ok_codes: &[i32]) -> io::Result<String> {
     let out = cmd.output()?;
     let code = out.status.code().unwrap_or(-1);
     if code != 0 && !ok_codes.contains(&code) {

@@ -458,7 +458,14 @@ impl Mover {
         let rate = self.cfg.bandwidth;
         let mut throttle_start = Instant::now();
         let mut throttle_bytes: u64 = 0;
-        for c in &plan {
+        // Files are copied one by one and switched in batches: the copies'
+        // writeback overlaps the next copies, and each batch syncs each
+        // directory once instead of once per file.
+        const BATCH_FILES: usize = 256;
+        const BATCH_BYTES: u64 = 256 << 20;
+        let mut batch: Vec<(usize, crate::fs::transfer::PreparedMove)> = Vec::new();
+        let mut batch_bytes: u64 = 0;
+        for (idx, c) in plan.iter().enumerate() {
             let mut on_chunk = |n: u64| {
                 p.bytes_done += n;
                 throttle_bytes += n;
@@ -474,47 +481,26 @@ impl Mover {
                     }
                 }
             };
-            match self.core.move_file(&c.rel, c.from, c.to, &mut on_chunk) {
-                Ok(Outcome::Moved { .. }) => {
-                    p.files_moved += 1;
-                    {
-                        let mut st = self.state.lock();
-                        if let Some(n) = st.files_per_tier.get_mut(c.from) {
-                            *n = n.saturating_sub(1);
-                        }
-                        if let Some(n) = st.files_per_tier.get_mut(c.to) {
-                            *n += 1;
-                        }
-                    }
-                    if c.reason == Reason::Promote
-                        && let Some(ino) = self.core.held_ino(&c.rel)
-                    {
-                        self.core.access.reset_reads(ino);
-                    }
-                    self.invalidate(&c.rel);
-                    log::info!(
-                        "mover: {:?} {} -> {} ({}, {} bytes, idle {} s)",
-                        OsStr::from_bytes(&c.rel),
-                        self.tier_name(c.from),
-                        self.tier_name(c.to),
-                        c.reason,
-                        c.size,
-                        c.idle
-                    );
+            match self.core.prepare_move(&c.rel, c.from, c.to, &mut on_chunk) {
+                Ok(Ok(prepared)) => {
+                    batch_bytes += prepared.bytes();
+                    batch.push((idx, prepared));
                 }
-                Ok(Outcome::Skipped(why)) => {
-                    p.skipped += 1;
-                    log::info!("mover: skipped {:?}: {why}", OsStr::from_bytes(&c.rel));
-                }
-                Err(e) => {
-                    p.errors += 1;
-                    log::error!("mover: moving {:?} failed: {e}", OsStr::from_bytes(&c.rel));
+                Ok(Err(why)) => self.account(&mut p, c, Ok(Outcome::Skipped(why)), report, started),
+                Err(e) => self.account(&mut p, c, Err(e), report, started),
+            }
+            if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES || idx + 1 == plan.len() {
+                let (idxs, moves): (Vec<usize>, Vec<_>) =
+                    std::mem::take(&mut batch).into_iter().unzip();
+                batch_bytes = 0;
+                let results = self.core.commit_moves(moves);
+                for (rel, r) in results {
+                    // Results come back by path; find the candidate.
+                    if let Some(&k) = idxs.iter().find(|&&k| plan[k].rel == rel) {
+                        self.account(&mut p, &plan[k], r, report, started);
+                    }
                 }
             }
-            p.files_done += 1;
-            p.elapsed = started.elapsed().as_secs_f64();
-            self.state.lock().running = Some(p.clone());
-            report(&p);
         }
         p.elapsed = started.elapsed().as_secs_f64();
         {
@@ -528,6 +514,58 @@ impl Mover {
         }
         self.save_access();
         p
+    }
+
+    /// Books one file's outcome into the pass's progress and the state.
+    fn account(
+        &self,
+        p: &mut Progress,
+        c: &Candidate,
+        r: crate::fs::Result<Outcome>,
+        report: &mut dyn FnMut(&Progress),
+        started: Instant,
+    ) {
+        match r {
+            Ok(Outcome::Moved { .. }) => {
+                p.files_moved += 1;
+                {
+                    let mut st = self.state.lock();
+                    if let Some(n) = st.files_per_tier.get_mut(c.from) {
+                        *n = n.saturating_sub(1);
+                    }
+                    if let Some(n) = st.files_per_tier.get_mut(c.to) {
+                        *n += 1;
+                    }
+                }
+                if c.reason == Reason::Promote
+                    && let Some(ino) = self.core.held_ino(&c.rel)
+                {
+                    self.core.access.reset_reads(ino);
+                }
+                self.invalidate(&c.rel);
+                log::info!(
+                    "mover: {:?} {} -> {} ({}, {} bytes, idle {} s)",
+                    OsStr::from_bytes(&c.rel),
+                    self.tier_name(c.from),
+                    self.tier_name(c.to),
+                    c.reason,
+                    c.size,
+                    c.idle
+                );
+            }
+            Ok(Outcome::Skipped(why)) => {
+                p.skipped += 1;
+                log::info!("mover: skipped {:?}: {why}", OsStr::from_bytes(&c.rel));
+            }
+            Err(e) => {
+                p.errors += 1;
+                log::error!("mover: moving {:?} failed: {e}", OsStr::from_bytes(&c.rel));
+            }
+        }
+        p.files_done += 1;
+        p.elapsed = started.elapsed().as_secs_f64();
+        self.state.lock().running = Some(p.clone());
+        report(p);
     }
 
     fn invalidate(&self, rel: &[u8]) {

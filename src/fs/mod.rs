@@ -1379,16 +1379,24 @@ impl Fs {
     }
 
     /// The scan stripe of a name (its last path component).
-    pub(crate) fn scan_lock(&self, name: &[u8]) -> &parking_lot::RwLock<()> {
+    pub(crate) fn scan_index(&self, name: &[u8]) -> usize {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for &b in name {
             h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
         }
-        &self.scan_guard[(h % self.scan_guard.len() as u64) as usize]
+        (h % self.scan_guard.len() as u64) as usize
+    }
+
+    pub(crate) fn scan_lock(&self, name: &[u8]) -> &parking_lot::RwLock<()> {
+        &self.scan_guard[self.scan_index(name)]
+    }
+
+    pub(crate) fn switch_index(&self, ino: u64) -> usize {
+        (ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % self.switch.len()
     }
 
     fn switch_lock(&self, ino: u64) -> &parking_lot::RwLock<()> {
-        &self.switch[(ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % self.switch.len()]
+        &self.switch[self.switch_index(ino)]
     }
 
     /// Whether any handle on node `ino` is open.

@@ -11,7 +11,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -198,10 +198,8 @@ impl Fs {
         }
     }
 
-    /// Moves the winning copy of `rel` from tier `from` to tier `to`.
-    /// `progress` is called with each chunk's size as data is copied (the
-    /// mover throttles and reports there). A file that cannot be moved now
-    /// is `Skipped`, never half-moved.
+    /// Moves the winning copy of `rel` from tier `from` to tier `to`: a
+    /// batch of one (see [`Fs::prepare_move`] and [`Fs::commit_moves`]).
     pub fn move_file(
         &self,
         rel: &[u8],
@@ -209,22 +207,43 @@ impl Fs {
         to: usize,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Outcome> {
+        match self.prepare_move(rel, from, to, progress)? {
+            Err(why) => Ok(Outcome::Skipped(why)),
+            Ok(p) => self
+                .commit_moves(vec![p])
+                .pop()
+                .map(|(_, r)| r)
+                .unwrap_or(Err(Errno(libc::EIO))),
+        }
+    }
+
+    /// Step 1 of a move: copies the winning copy of `rel` (data, owner,
+    /// mode, xattrs, times, node id) to a temporary on tier `to` and starts
+    /// its writeback. `progress` sees each chunk copied. Nothing a client
+    /// can see changes; `Err(Skip)` says why the file cannot move now.
+    pub fn prepare_move(
+        &self,
+        rel: &[u8],
+        from: usize,
+        to: usize,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<std::result::Result<PreparedMove, Skip>> {
         let (tier, st) = match self.find(rel)? {
             Some(x) => x,
-            None => return Ok(Outcome::Skipped(Skip::Gone)),
+            None => return Ok(Err(Skip::Gone)),
         };
         if tier != from {
-            return Ok(Outcome::Skipped(Skip::Gone));
+            return Ok(Err(Skip::Gone));
         }
         if kind_of(&st) != libc::S_IFREG {
-            return Ok(Outcome::Skipped(Skip::NotAFile));
+            return Ok(Err(Skip::NotAFile));
         }
         if st.st_nlink > 1 {
-            return Ok(Outcome::Skipped(Skip::HardLinked));
+            return Ok(Err(Skip::HardLinked));
         }
         let ino = self.union_ino(from, rel, &st);
         if self.is_open(ino) {
-            return Ok(Outcome::Skipped(Skip::Busy));
+            return Ok(Err(Skip::Busy));
         }
         let dst = self.tier(to)?;
         let room = super::tier_space(dst);
@@ -237,10 +256,8 @@ impl Fs {
                 .saturating_add(margin)
                 .saturating_add(1 << 20)
         {
-            return Ok(Outcome::Skipped(Skip::NoRoom));
+            return Ok(Err(Skip::NoRoom));
         }
-
-        // 1. Copy to a temporary on the destination.
         let src_tier = self.tier(from)?;
         let src = File::from(
             src_tier
@@ -264,77 +281,230 @@ impl Fs {
             let _ = rustix::fs::unlinkat(&tmpdir, tmpname.as_str(), AtFlags::empty());
             e
         };
-        let copied = copy_data(&src, &tmp, st.st_size as u64, progress).map_err(cleanup)?;
+        let bytes = copy_data(&src, &tmp, st.st_size as u64, progress).map_err(cleanup)?;
         dst.note_carries_ids();
         copy_metadata(&src, &tmp, &st, ino).map_err(cleanup)?;
-        tmp.sync_all().map_err(|e| cleanup(e.into()))?;
-        drop(tmp);
-
-        // 2. Switch, with new opens waiting.
-        let _switch = self.switch_lock(ino).write();
-        let abandon = |why: Skip| {
-            let _ = rustix::fs::unlinkat(&tmpdir, tmpname.as_str(), AtFlags::empty());
-            Ok(Outcome::Skipped(why))
-        };
-        if self.is_open(ino) {
-            return abandon(Skip::Busy);
+        // Start writing the copy back now; commit waits for it (fsync), by
+        // then mostly done while later files were being copied.
+        // SAFETY: plain syscall on an fd we own.
+        unsafe {
+            libc::sync_file_range(tmp.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
         }
-        let now = match src_tier.lstat(rel) {
-            Ok(s) => s,
-            Err(e) if not_here(&e) => return abandon(Skip::Gone),
-            Err(e) => return Err(cleanup(e.into())),
-        };
-        if !same_version(&st, &now) {
-            return abandon(Skip::Changed);
-        }
-        let (parent_rel, _) = split_parent(rel);
-        self.clone_parents(to, parent_rel).map_err(cleanup)?;
-        let (ddir, dname) = dst.parent(rel).map_err(|e| cleanup(e.into()))?;
-        // Rename into place and remove the source with no lookup or listing
-        // scanning the tiers in between: a scan sees the file on exactly one
-        // tier (moving up, a scan between the two steps would otherwise miss
-        // it on both).
-        let (sdir, sname) = src_tier.parent(rel)?;
-        // The file keeps its node id, derived from the source's inode: pin
-        // that inode number with an empty placeholder in the source tier's
-        // state dir, or the filesystem would hand it to a new file which
-        // would then get the same id.
-        let ids = self.ids_dir(from)?;
-        let pin = format!("{ino:016x}");
-        let pinned =
-            match rustix::fs::linkat(&sdir, os(sname), &ids, pin.as_str(), AtFlags::empty()) {
-                Ok(()) => true,
-                Err(rustix::io::Errno::EXIST) => false, // pinned by an earlier move
-                Err(e) => return Err(cleanup(e.into())),
-            };
-        {
-            let _no_scans = self.scan_lock(split_parent(rel).1).write();
-            rustix::fs::renameat(&tmpdir, tmpname.as_str(), &ddir, os(dname))
-                .map_err(|e| cleanup(e.into()))?;
-            rustix::fs::unlinkat(&sdir, os(sname), AtFlags::empty())?;
-        }
-        if pinned {
-            let p = rustix::fs::openat(
-                &ids,
-                pin.as_str(),
-                OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            rustix::fs::ftruncate(&p, 0)?;
-        }
-        let _ = rustix::fs::fsync(&ddir);
-        let _ = rustix::fs::fsync(&sdir);
-        if let Ok(node) = self.nodes.get(ino) {
-            node.set_tier(to);
-        }
-        log::debug!(
-            "moved {:?} from tier {} to tier {} ({} bytes)",
-            OsStr::from_bytes(rel),
+        Ok(Ok(PreparedMove {
+            rel: rel.to_vec(),
             from,
             to,
-            copied
-        );
-        Ok(Outcome::Moved { bytes: copied })
+            ino,
+            st,
+            tmpdir,
+            tmpname,
+            tmp,
+            bytes,
+        }))
+    }
+
+    /// Step 2: switches a batch of prepared files, with opens of them
+    /// waiting. Each file whose handle is open or whose source changed since
+    /// its copy is abandoned (temporary removed). For the rest: the copies
+    /// are made durable and renamed into place, their directories synced,
+    /// and only then are the sources removed, so a crash at any point leaves
+    /// each file complete on at least one tier. One fsync per directory and
+    /// batch, not per file.
+    pub fn commit_moves(&self, batch: Vec<PreparedMove>) -> Vec<(Vec<u8>, Result<Outcome>)> {
+        let mut out: Vec<(Vec<u8>, Result<Outcome>)> = Vec::new();
+        let abandon = |p: &PreparedMove| {
+            let _ = rustix::fs::unlinkat(&p.tmpdir, p.tmpname.as_str(), AtFlags::empty());
+        };
+        // Durable copies first (writeback is under way since prepare).
+        let mut ready: Vec<PreparedMove> = Vec::new();
+        for p in batch {
+            match p.tmp.sync_all() {
+                Ok(()) => ready.push(p),
+                Err(e) => {
+                    abandon(&p);
+                    out.push((p.rel.clone(), Err(e.into())));
+                }
+            }
+        }
+        // New opens of these files wait from here on.
+        let mut stripes: Vec<usize> = ready.iter().map(|p| self.switch_index(p.ino)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _switch: Vec<_> = stripes.iter().map(|&i| self.switch[i].write()).collect();
+        struct Go {
+            p: PreparedMove,
+            ddir: OwnedFd,
+            dname: Vec<u8>,
+            sdir: OwnedFd,
+            sname: Vec<u8>,
+            ids: OwnedFd,
+            pinned: bool,
+        }
+        let mut go: Vec<Go> = Vec::new();
+        for p in ready {
+            type Parts = (OwnedFd, Vec<u8>, OwnedFd, Vec<u8>, OwnedFd, bool);
+            let check = (|| -> Result<std::result::Result<Parts, Skip>> {
+                if self.is_open(p.ino) {
+                    return Ok(Err(Skip::Busy));
+                }
+                let src_tier = self.tier(p.from)?;
+                let now = match src_tier.lstat(&p.rel) {
+                    Ok(s) => s,
+                    Err(e) if not_here(&e) => return Ok(Err(Skip::Gone)),
+                    Err(e) => return Err(e.into()),
+                };
+                if !same_version(&p.st, &now) {
+                    return Ok(Err(Skip::Changed));
+                }
+                self.clone_parents(p.to, split_parent(&p.rel).0)?;
+                let (ddir, dname) = self.tier(p.to)?.parent(&p.rel)?;
+                let (sdir, sname) = src_tier.parent(&p.rel)?;
+                // The file keeps its node id, derived from the source's
+                // inode: pin that inode number with a placeholder in the
+                // source tier's state dir (emptied below), or the filesystem
+                // would hand it to a new file, which would get the same id.
+                let ids = self.ids_dir(p.from)?;
+                let pin = format!("{:016x}", p.ino);
+                let pinned = match rustix::fs::linkat(
+                    &sdir,
+                    os(sname),
+                    &ids,
+                    pin.as_str(),
+                    AtFlags::empty(),
+                ) {
+                    Ok(()) => true,
+                    Err(rustix::io::Errno::EXIST) => false, // pinned by an earlier move
+                    Err(e) => return Err(e.into()),
+                };
+                let (dname, sname) = (dname.to_vec(), sname.to_vec());
+                Ok(Ok((ddir, dname, sdir, sname, ids, pinned)))
+            })();
+            match check {
+                Ok(Ok((ddir, dname, sdir, sname, ids, pinned))) => go.push(Go {
+                    p,
+                    ddir,
+                    dname,
+                    sdir,
+                    sname,
+                    ids,
+                    pinned,
+                }),
+                Ok(Err(why)) => {
+                    abandon(&p);
+                    out.push((p.rel.clone(), Ok(Outcome::Skipped(why))));
+                }
+                Err(e) => {
+                    abandon(&p);
+                    out.push((p.rel.clone(), Err(e)));
+                }
+            }
+        }
+        // No scan of these names may run between a copy appearing on one
+        // tier and the source leaving the other (moving up, a scan could
+        // otherwise miss the file on both).
+        let mut scans: Vec<usize> = go
+            .iter()
+            .map(|g| self.scan_index(split_parent(&g.p.rel).1))
+            .collect();
+        scans.sort_unstable();
+        scans.dedup();
+        {
+            let _no_scans: Vec<_> = scans.iter().map(|&i| self.scan_guard[i].write()).collect();
+            let mut placed: Vec<Go> = Vec::new();
+            for g in go {
+                match rustix::fs::renameat(&g.p.tmpdir, g.p.tmpname.as_str(), &g.ddir, os(&g.dname))
+                {
+                    Ok(()) => placed.push(g),
+                    Err(e) => {
+                        abandon(&g.p);
+                        if g.pinned {
+                            let _ = rustix::fs::unlinkat(
+                                &g.ids,
+                                format!("{:016x}", g.p.ino).as_str(),
+                                AtFlags::empty(),
+                            );
+                        }
+                        out.push((g.p.rel.clone(), Err(e.into())));
+                    }
+                }
+            }
+            sync_dirs(placed.iter().map(|g| &g.ddir));
+            for g in &placed {
+                if let Err(e) = rustix::fs::unlinkat(&g.sdir, os(&g.sname), AtFlags::empty()) {
+                    // Both copies stay, identical; the faster one wins and the
+                    // next pass tries again.
+                    log::warn!("mover: cannot remove the source of {:?}: {e}", os(&g.p.rel));
+                }
+            }
+            go = placed;
+        }
+        sync_dirs(go.iter().map(|g| &g.sdir));
+        for g in go {
+            if g.pinned {
+                if let Ok(f) = rustix::fs::openat(
+                    &g.ids,
+                    format!("{:016x}", g.p.ino).as_str(),
+                    OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    let _ = rustix::fs::ftruncate(&f, 0);
+                }
+            }
+            if let Ok(node) = self.nodes.get(g.p.ino) {
+                node.set_tier(g.p.to);
+            }
+            log::debug!(
+                "moved {:?} from tier {} to tier {} ({} bytes)",
+                OsStr::from_bytes(&g.p.rel),
+                g.p.from,
+                g.p.to,
+                g.p.bytes
+            );
+            out.push((g.p.rel.clone(), Ok(Outcome::Moved { bytes: g.p.bytes })));
+        }
+        out
+    }
+}
+
+/// A file copied to its destination's temporary, waiting to be switched.
+pub struct PreparedMove {
+    rel: Vec<u8>,
+    from: usize,
+    to: usize,
+    ino: u64,
+    st: Stat,
+    tmpdir: OwnedFd,
+    tmpname: String,
+    tmp: File,
+    bytes: u64,
+}
+
+impl PreparedMove {
+    /// Bytes copied.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// fsync of each distinct directory (by device and inode) once.
+fn sync_dirs<'a>(dirs: impl Iterator<Item = &'a OwnedFd>) {
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    for d in dirs {
+        if let Ok(st) = rustix::fs::fstat(d) {
+            if seen.contains(&(st.st_dev, st.st_ino)) {
+                continue;
+            }
+            seen.push((st.st_dev, st.st_ino));
+        }
+        // O_PATH handles cannot be fsynced: reopen the directory.
+        if let Ok(f) = rustix::fs::openat(
+            d,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            let _ = rustix::fs::fsync(&f);
+        }
     }
 }
 

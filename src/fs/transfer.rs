@@ -440,15 +440,15 @@ impl Fs {
         }
         sync_dirs(go.iter().map(|g| &g.sdir));
         for g in go {
-            if g.pinned {
-                if let Ok(f) = rustix::fs::openat(
+            if g.pinned
+                && let Ok(f) = rustix::fs::openat(
                     &g.ids,
                     format!("{:016x}", g.p.ino).as_str(),
                     OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
-                ) {
-                    let _ = rustix::fs::ftruncate(&f, 0);
-                }
+                )
+            {
+                let _ = rustix::fs::ftruncate(&f, 0);
             }
             if let Ok(node) = self.nodes.get(g.p.ino) {
                 node.set_tier(g.p.to);

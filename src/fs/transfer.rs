@@ -315,14 +315,29 @@ impl Fs {
         let abandon = |p: &PreparedMove| {
             let _ = rustix::fs::unlinkat(&p.tmpdir, p.tmpname.as_str(), AtFlags::empty());
         };
-        // Durable copies first (writeback is under way since prepare).
+        // Durable copies first (writeback is under way since prepare): one
+        // syncfs per destination filesystem rather than an fsync (and a
+        // journal commit) per file.
         let mut ready: Vec<PreparedMove> = Vec::new();
+        let mut failed_fs: Vec<(u64, Errno)> = Vec::new();
+        let mut synced: Vec<u64> = Vec::new();
+        for p in &batch {
+            if let Ok(st) = rustix::fs::fstat(&p.tmp)
+                && !synced.contains(&st.st_dev)
+            {
+                synced.push(st.st_dev);
+                if let Err(e) = rustix::fs::syncfs(&p.tmp) {
+                    failed_fs.push((st.st_dev, e.into()));
+                }
+            }
+        }
         for p in batch {
-            match p.tmp.sync_all() {
-                Ok(()) => ready.push(p),
-                Err(e) => {
+            let dev = rustix::fs::fstat(&p.tmp).map(|st| st.st_dev).unwrap_or(0);
+            match failed_fs.iter().find(|(d, _)| *d == dev) {
+                None => ready.push(p),
+                Some((_, e)) => {
                     abandon(&p);
-                    out.push((p.rel.clone(), Err(e.into())));
+                    out.push((p.rel.clone(), Err(*e)));
                 }
             }
         }
@@ -428,8 +443,9 @@ impl Fs {
                     }
                 }
             }
-            sync_dirs(placed.iter().map(|g| &g.ddir));
-            for g in &placed {
+            // Only once the copies are durably in place may the sources go.
+            let durable = sync_dirs(placed.iter().map(|g| &g.ddir)).is_ok();
+            for g in placed.iter().filter(|_| durable) {
                 if let Err(e) = rustix::fs::unlinkat(&g.sdir, os(&g.sname), AtFlags::empty()) {
                     // Both copies stay, identical; the faster one wins and the
                     // next pass tries again.
@@ -438,7 +454,7 @@ impl Fs {
             }
             go = placed;
         }
-        sync_dirs(go.iter().map(|g| &g.sdir));
+        let _ = sync_dirs(go.iter().map(|g| &g.sdir));
         for g in go {
             if g.pinned
                 && let Ok(f) = rustix::fs::openat(
@@ -486,26 +502,33 @@ impl PreparedMove {
     }
 }
 
-/// fsync of each distinct directory (by device and inode) once.
-fn sync_dirs<'a>(dirs: impl Iterator<Item = &'a OwnedFd>) {
-    let mut seen: Vec<(u64, u64)> = Vec::new();
+/// Makes the directory changes of a batch durable: one syncfs per distinct
+/// filesystem the directories live on.
+fn sync_dirs<'a>(dirs: impl Iterator<Item = &'a OwnedFd>) -> Result<()> {
+    let mut seen: Vec<u64> = Vec::new();
+    let mut result = Ok(());
     for d in dirs {
-        if let Ok(st) = rustix::fs::fstat(d) {
-            if seen.contains(&(st.st_dev, st.st_ino)) {
-                continue;
-            }
-            seen.push((st.st_dev, st.st_ino));
+        let Ok(st) = rustix::fs::fstat(d) else {
+            continue;
+        };
+        if seen.contains(&st.st_dev) {
+            continue;
         }
-        // O_PATH handles cannot be fsynced: reopen the directory.
+        seen.push(st.st_dev);
+        // O_PATH handles cannot be synced: reopen the directory.
         if let Ok(f) = rustix::fs::openat(
             d,
             ".",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
-            let _ = rustix::fs::fsync(&f);
+            if let Err(e) = rustix::fs::syncfs(&f) {
+                log::warn!("mover: syncfs failed: {e}");
+                result = Err(e.into());
+            }
         }
     }
+    result
 }
 
 /// Copies `len` bytes in chunks, reporting each to `progress`.

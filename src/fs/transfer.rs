@@ -521,11 +521,10 @@ fn sync_dirs<'a>(dirs: impl Iterator<Item = &'a OwnedFd>) -> Result<()> {
             ".",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-        ) {
-            if let Err(e) = rustix::fs::syncfs(&f) {
-                log::warn!("mover: syncfs failed: {e}");
-                result = Err(e.into());
-            }
+        ) && let Err(e) = rustix::fs::syncfs(&f)
+        {
+            log::warn!("mover: syncfs failed: {e}");
+            result = Err(e.into());
         }
     }
     result

@@ -18,6 +18,7 @@ pub mod creds;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod helper;
 pub mod mount;
 pub mod mover;
 pub mod policy;

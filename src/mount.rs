@@ -26,6 +26,19 @@ pub fn run(
     adopt: bool,
     policy: Arc<dyn Policy>,
 ) -> Result<()> {
+    run_with(cfg, mountpoint, extra_options, adopt, policy, None)
+}
+
+/// Like [`run`], calling `on_ready` once the mount is in place and served
+/// (the fstab helper uses it to let mount(8) return).
+pub fn run_with(
+    cfg: &Config,
+    mountpoint: &Path,
+    extra_options: &[String],
+    adopt: bool,
+    policy: Arc<dyn Policy>,
+    on_ready: Option<Box<dyn FnOnce() + Send>>,
+) -> Result<()> {
     let mut opts = cfg.mount_options.clone();
     opts.extend(extra_options.iter().cloned());
     let settings = parse_options(&opts)?;
@@ -181,6 +194,9 @@ pub fn run(
             ""
         },
     );
+    if let Some(ready) = on_ready {
+        ready();
+    }
     let ended = session.run();
     if let Some(m) = &mover {
         m.shutdown();

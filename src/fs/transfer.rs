@@ -138,19 +138,9 @@ impl Fs {
         self.repair_pins();
         let mut n = 0;
         for t in self.tiers.iter() {
-            let rel = format!("{STATE_DIR}/{TMP_DIR}");
-            let Ok(dir) = t.open(rel.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY) else {
+            let Some((dir, names)) = list_state_dir(t, TMP_DIR) else {
                 continue;
             };
-            let mut names = Vec::new();
-            let mut buf = vec![std::mem::MaybeUninit::uninit(); 16 * 1024];
-            let mut it = rustix::fs::RawDir::new(&dir, &mut buf);
-            while let Some(Ok(e)) = it.next() {
-                let name = e.file_name().to_bytes();
-                if name != b"." && name != b".." {
-                    names.push(name.to_vec());
-                }
-            }
             for name in names {
                 if super::dir::remove_tree(&dir, &name).is_ok() {
                     n += 1;
@@ -165,19 +155,9 @@ impl Fs {
     /// not moved). A crash before emptying a pin leaves its data: empty it.
     fn repair_pins(&self) {
         for t in self.tiers.iter() {
-            let rel = format!("{STATE_DIR}/{IDS_DIR}");
-            let Ok(dir) = t.open(rel.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY) else {
+            let Some((dir, names)) = list_state_dir(t, IDS_DIR) else {
                 continue;
             };
-            let mut names = Vec::new();
-            let mut buf = vec![std::mem::MaybeUninit::uninit(); 16 * 1024];
-            let mut it = rustix::fs::RawDir::new(&dir, &mut buf);
-            while let Some(Ok(e)) = it.next() {
-                let name = e.file_name().to_bytes();
-                if name != b"." && name != b".." {
-                    names.push(name.to_vec());
-                }
-            }
             for name in names {
                 let Ok(st) = rustix::fs::statat(&dir, os(&name), AtFlags::SYMLINK_NOFOLLOW) else {
                     continue;
@@ -480,6 +460,24 @@ impl Fs {
         }
         out
     }
+}
+
+/// Opens `<tier>/.dfs/<sub>` and lists its names (`None` if it is absent).
+fn list_state_dir(t: &crate::tiers::Tier, sub: &str) -> Option<(OwnedFd, Vec<Vec<u8>>)> {
+    let rel = format!("{STATE_DIR}/{sub}");
+    let dir = t
+        .open(rel.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY)
+        .ok()?;
+    let mut names = Vec::new();
+    let mut buf = vec![std::mem::MaybeUninit::uninit(); 16 * 1024];
+    let mut it = rustix::fs::RawDir::new(&dir, &mut buf);
+    while let Some(Ok(e)) = it.next() {
+        let name = e.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    Some((dir, names))
 }
 
 /// A file copied to its destination's temporary, waiting to be switched.

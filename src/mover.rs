@@ -447,7 +447,9 @@ impl Mover {
     /// `report` sees the progress after every file.
     pub fn run_pass(&self, report: &mut dyn FnMut(&Progress)) -> Progress {
         let _one = self.busy.lock();
+        let planned = Instant::now();
         let plan = self.plan();
+        let plan_secs = planned.elapsed().as_secs_f64();
         let started = Instant::now();
         let mut p = Progress {
             files_total: plan.len() as u64,
@@ -458,51 +460,111 @@ impl Mover {
         let rate = self.cfg.bandwidth;
         let mut throttle_start = Instant::now();
         let mut throttle_bytes: u64 = 0;
-        // Files are copied one by one and switched in batches: the copies'
-        // writeback overlaps the next copies, and each batch syncs each
-        // directory once instead of once per file.
+        // Files are copied one by one and switched in batches, by a second
+        // thread while the next batch is being copied: reading the next
+        // sources overlaps the last batch's writeback and syncs, and each
+        // batch syncs each filesystem once instead of once per file.
         const BATCH_FILES: usize = 256;
-        const BATCH_BYTES: u64 = 256 << 20;
-        let mut batch: Vec<(usize, crate::fs::transfer::PreparedMove)> = Vec::new();
-        let mut batch_bytes: u64 = 0;
-        for (idx, c) in plan.iter().enumerate() {
-            let mut on_chunk = |n: u64| {
-                p.bytes_done += n;
-                throttle_bytes += n;
-                if let Some(rate) = rate {
-                    let due = Duration::from_secs_f64(throttle_bytes as f64 / rate as f64);
-                    let spent = throttle_start.elapsed();
-                    if due > spent {
-                        std::thread::sleep(due - spent);
-                    }
-                    if spent > Duration::from_secs(10) {
-                        throttle_start = Instant::now();
-                        throttle_bytes = 0;
-                    }
-                }
-            };
-            match self.core.prepare_move(&c.rel, c.from, c.to, &mut on_chunk) {
-                Ok(Ok(prepared)) => {
-                    batch_bytes += prepared.bytes();
-                    batch.push((idx, prepared));
-                }
-                Ok(Err(why)) => self.account(&mut p, c, Ok(Outcome::Skipped(why)), report, started),
-                Err(e) => self.account(&mut p, c, Err(e), report, started),
-            }
-            if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES || idx + 1 == plan.len() {
-                let (idxs, moves): (Vec<usize>, Vec<_>) =
-                    std::mem::take(&mut batch).into_iter().unzip();
-                batch_bytes = 0;
-                let results = self.core.commit_moves(moves);
-                for (rel, r) in results {
+        const BATCH_BYTES: u64 = 128 << 20;
+        type Batch = Vec<(usize, crate::fs::transfer::PreparedMove)>;
+        type Done = Vec<(usize, crate::fs::Result<Outcome>)>;
+        let mut commit_secs = 0.0;
+        std::thread::scope(|scope| {
+            // One batch waits while another commits: copies stay at most
+            // two batches ahead of their switch.
+            let (to_commit, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
+            let (done_tx, done) = std::sync::mpsc::channel::<Done>();
+            let core = &self.core;
+            let plan = &plan;
+            let committer = scope.spawn(move || {
+                let mut secs = 0.0;
+                for batch in batches {
+                    let t = Instant::now();
+                    let (idxs, moves): (Vec<usize>, Vec<_>) = batch.into_iter().unzip();
+                    let results = core.commit_moves(moves);
+                    secs += t.elapsed().as_secs_f64();
                     // Results come back by path; find the candidate.
-                    if let Some(&k) = idxs.iter().find(|&&k| plan[k].rel == rel) {
+                    let out = results
+                        .into_iter()
+                        .filter_map(|(rel, r)| {
+                            idxs.iter().find(|&&k| plan[k].rel == rel).map(|&k| (k, r))
+                        })
+                        .collect();
+                    if done_tx.send(out).is_err() {
+                        break;
+                    }
+                }
+                secs
+            });
+            let mut batch: Batch = Vec::new();
+            let mut batch_bytes: u64 = 0;
+            let mut to_commit = Some(to_commit);
+            for (idx, c) in plan.iter().enumerate() {
+                let mut on_chunk = |n: u64| {
+                    p.bytes_done += n;
+                    throttle_bytes += n;
+                    if let Some(rate) = rate {
+                        let due = Duration::from_secs_f64(throttle_bytes as f64 / rate as f64);
+                        let spent = throttle_start.elapsed();
+                        if due > spent {
+                            std::thread::sleep(due - spent);
+                        }
+                        if spent > Duration::from_secs(10) {
+                            throttle_start = Instant::now();
+                            throttle_bytes = 0;
+                        }
+                    }
+                };
+                match self.core.prepare_move(&c.rel, c.from, c.to, &mut on_chunk) {
+                    Ok(Ok(prepared)) => {
+                        batch_bytes += prepared.bytes();
+                        batch.push((idx, prepared));
+                    }
+                    Ok(Err(why)) => {
+                        self.account(&mut p, c, Ok(Outcome::Skipped(why)), report, started)
+                    }
+                    Err(e) => self.account(&mut p, c, Err(e), report, started),
+                }
+                if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+                    batch_bytes = 0;
+                    if let Some(tx) = &to_commit
+                        && tx.send(std::mem::take(&mut batch)).is_err()
+                    {
+                        to_commit = None;
+                    }
+                }
+                for results in done.try_iter() {
+                    for (k, r) in results {
                         self.account(&mut p, &plan[k], r, report, started);
                     }
                 }
             }
-        }
+            if let Some(tx) = to_commit.take() {
+                if !batch.is_empty() {
+                    let _ = tx.send(std::mem::take(&mut batch));
+                }
+                drop(tx);
+            }
+            // The committer ends once the last batch is switched.
+            for results in done.iter() {
+                for (k, r) in results {
+                    self.account(&mut p, &plan[k], r, report, started);
+                }
+            }
+            commit_secs = committer.join().unwrap_or(0.0);
+        });
         p.elapsed = started.elapsed().as_secs_f64();
+        log::info!(
+            "mover: pass moved {} of {} files ({} bytes) in {:.2} s (plan {:.2} s, switching {:.2} s alongside the copies), {} skipped, {} errors",
+            p.files_moved,
+            p.files_total,
+            p.bytes_done,
+            p.elapsed,
+            plan_secs,
+            commit_secs,
+            p.skipped,
+            p.errors
+        );
         {
             let mut s = self.state.lock();
             s.running = None;

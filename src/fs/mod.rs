@@ -189,6 +189,9 @@ pub struct Fs {
     /// file on neither tier.
     /// Striped by name, so lookups of different names never share a lock.
     scan_guard: Vec<parking_lot::RwLock<()>>,
+    /// The mover's state directories (`.dfs/tmp`, `.dfs/ids` of each
+    /// tier), opened once instead of per moved file.
+    state_dirs: parking_lot::Mutex<Vec<((usize, &'static str), Arc<OwnedFd>)>>,
 }
 
 /// Marks directory handles stale when dropped: at the end of an operation
@@ -396,12 +399,13 @@ impl Fs {
             locks: NameLocks::new(),
             opts,
             ino_xattr: rustix::process::geteuid().as_raw() == 0,
-            switch: (0..64).map(|_| parking_lot::RwLock::new(())).collect(),
+            switch: (0..1024).map(|_| parking_lot::RwLock::new(())).collect(),
             access: crate::access::AccessLog::default(),
             dircache: DashMap::new(),
             dir_epoch: AtomicU64::new(0),
             dir_ttl_ms: AtomicU64::new(1000),
             scan_guard: (0..64).map(|_| parking_lot::RwLock::new(())).collect(),
+            state_dirs: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -1392,7 +1396,7 @@ impl Fs {
     }
 
     pub(crate) fn switch_index(&self, ino: u64) -> usize {
-        (ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % self.switch.len()
+        (ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize % self.switch.len()
     }
 
     fn switch_lock(&self, ino: u64) -> &parking_lot::RwLock<()> {

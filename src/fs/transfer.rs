@@ -11,8 +11,9 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
@@ -89,36 +90,40 @@ fn same_version(a: &Stat, b: &Stat) -> bool {
 }
 
 impl Fs {
-    /// The state directory of tier `i`, created on demand.
-    fn tmp_dir(&self, i: usize) -> Result<OwnedFd> {
+    /// `<tier i>/.dfs/<sub>`, created on demand and kept open: a handle
+    /// on a directory someone removed (no links left) is replaced.
+    fn state_dir(&self, i: usize, sub: &'static str) -> Result<Arc<OwnedFd>> {
+        let mut cache = self.state_dirs.lock();
+        if let Some(pos) = cache.iter().position(|(k, _)| *k == (i, sub)) {
+            let fd = cache[pos].1.clone();
+            if rustix::fs::fstat(&*fd).is_ok_and(|st| st.st_nlink > 0) {
+                return Ok(fd);
+            }
+            cache.swap_remove(pos);
+        }
         let t = self.tier(i)?;
-        for rel in [
-            STATE_DIR.as_bytes().to_vec(),
-            format!("{STATE_DIR}/{TMP_DIR}").into_bytes(),
-        ] {
-            let (dir, name) = t.parent(&rel)?;
+        let rel = format!("{STATE_DIR}/{sub}");
+        for r in [STATE_DIR, rel.as_str()] {
+            let (dir, name) = t.parent(r.as_bytes())?;
             match rustix::fs::mkdirat(&dir, os(name), Mode::from_raw_mode(0o700)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(t.open(
-            format!("{STATE_DIR}/{TMP_DIR}").as_bytes(),
-            OFlags::RDONLY | OFlags::DIRECTORY,
-        )?)
+        let fd = Arc::new(t.open(rel.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY)?);
+        cache.push(((i, sub), fd.clone()));
+        Ok(fd)
+    }
+
+    /// Where copies wait for their switch on tier `i`.
+    fn tmp_dir(&self, i: usize) -> Result<Arc<OwnedFd>> {
+        self.state_dir(i, TMP_DIR)
     }
 
     /// `<tier>/.dfs/ids`: placeholders pinning the inode numbers moved files'
     /// node ids came from.
-    fn ids_dir(&self, i: usize) -> Result<OwnedFd> {
-        let t = self.tier(i)?;
-        let rel = format!("{STATE_DIR}/{IDS_DIR}");
-        let (dir, name) = t.parent(rel.as_bytes())?;
-        match rustix::fs::mkdirat(&dir, os(name), Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        Ok(t.open(rel.as_bytes(), OFlags::PATH | OFlags::DIRECTORY)?)
+    fn ids_dir(&self, i: usize) -> Result<Arc<OwnedFd>> {
+        self.state_dir(i, IDS_DIR)
     }
 
     /// Drops the placeholders pinning `ino` (its file was deleted).
@@ -261,15 +266,15 @@ impl Fs {
             let _ = rustix::fs::unlinkat(&tmpdir, tmpname.as_str(), AtFlags::empty());
             e
         };
+        let _ = rustix::fs::fadvise(&src, 0, None, rustix::fs::Advice::Sequential);
         let bytes = copy_data(&src, &tmp, st.st_size as u64, progress).map_err(cleanup)?;
         dst.note_carries_ids();
         copy_metadata(&src, &tmp, &st, ino).map_err(cleanup)?;
-        // Start writing the copy back now; commit waits for it (fsync), by
-        // then mostly done while later files were being copied.
-        // SAFETY: plain syscall on an fd we own.
-        unsafe {
-            libc::sync_file_range(tmp.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
+        // The switch makes the copy durable (syncfs, on the committing
+        // thread while later files are copied). The source's pages are cold
+        // data this pass read only to copy: drop them rather than let them
+        // push the clients' hot pages out of the cache.
+        let _ = rustix::fs::fadvise(&src, 0, None, rustix::fs::Advice::DontNeed);
         Ok(Ok(PreparedMove {
             rel: rel.to_vec(),
             from,
@@ -314,7 +319,11 @@ impl Fs {
         for p in batch {
             let dev = rustix::fs::fstat(&p.tmp).map(|st| st.st_dev).unwrap_or(0);
             match failed_fs.iter().find(|(d, _)| *d == dev) {
-                None => ready.push(p),
+                None => {
+                    // Written back and cold: keep it out of the page cache.
+                    let _ = rustix::fs::fadvise(&p.tmp, 0, None, rustix::fs::Advice::DontNeed);
+                    ready.push(p)
+                }
                 Some((_, e)) => {
                     abandon(&p);
                     out.push((p.rel.clone(), Err(*e)));
@@ -332,12 +341,12 @@ impl Fs {
             dname: Vec<u8>,
             sdir: OwnedFd,
             sname: Vec<u8>,
-            ids: OwnedFd,
+            ids: Arc<OwnedFd>,
             pinned: bool,
         }
         let mut go: Vec<Go> = Vec::new();
         for p in ready {
-            type Parts = (OwnedFd, Vec<u8>, OwnedFd, Vec<u8>, OwnedFd, bool);
+            type Parts = (OwnedFd, Vec<u8>, OwnedFd, Vec<u8>, Arc<OwnedFd>, bool);
             let check = (|| -> Result<std::result::Result<Parts, Skip>> {
                 if self.is_open(p.ino) {
                     return Ok(Err(Skip::Busy));
@@ -394,9 +403,40 @@ impl Fs {
                 }
             }
         }
-        // No scan of these names may run between a copy appearing on one
-        // tier and the source leaving the other (moving up, a scan could
-        // otherwise miss the file on both).
+        // Each copy appears on its destination next to its source: a scan
+        // finds one or the other, and both are the same file (same data,
+        // same node id).
+        let mut placed: Vec<Go> = Vec::new();
+        for g in go {
+            match rustix::fs::renameat(&g.p.tmpdir, g.p.tmpname.as_str(), &g.ddir, os(&g.dname)) {
+                Ok(()) => placed.push(g),
+                Err(e) => {
+                    abandon(&g.p);
+                    if g.pinned {
+                        let _ = rustix::fs::unlinkat(
+                            &g.ids,
+                            format!("{:016x}", g.p.ino).as_str(),
+                            AtFlags::empty(),
+                        );
+                    }
+                    out.push((g.p.rel.clone(), Err(e.into())));
+                }
+            }
+        }
+        // Only once the copies are durably in place may the sources go.
+        let go = if sync_dirs(placed.iter().map(|g| &g.ddir)).is_ok() {
+            placed
+        } else {
+            // Both copies stay, identical; the faster one wins and the next
+            // pass tries again.
+            for g in placed {
+                out.push((g.p.rel.clone(), Err(Errno(libc::EIO))));
+            }
+            Vec::new()
+        };
+        // No scan of these names may run across the sources' removal (moving
+        // up, a scan that looked at the destination before the copy appeared
+        // must not then miss the source).
         let mut scans: Vec<usize> = go
             .iter()
             .map(|g| self.scan_index(split_parent(&g.p.rel).1))
@@ -405,49 +445,30 @@ impl Fs {
         scans.dedup();
         {
             let _no_scans: Vec<_> = scans.iter().map(|&i| self.scan_guard[i].write()).collect();
-            let mut placed: Vec<Go> = Vec::new();
-            for g in go {
-                match rustix::fs::renameat(&g.p.tmpdir, g.p.tmpname.as_str(), &g.ddir, os(&g.dname))
-                {
-                    Ok(()) => placed.push(g),
-                    Err(e) => {
-                        abandon(&g.p);
-                        if g.pinned {
-                            let _ = rustix::fs::unlinkat(
-                                &g.ids,
-                                format!("{:016x}", g.p.ino).as_str(),
-                                AtFlags::empty(),
-                            );
-                        }
-                        out.push((g.p.rel.clone(), Err(e.into())));
-                    }
-                }
-            }
-            // Only once the copies are durably in place may the sources go.
-            let durable = sync_dirs(placed.iter().map(|g| &g.ddir)).is_ok();
-            for g in placed.iter().filter(|_| durable) {
+            for g in &go {
                 if let Err(e) = rustix::fs::unlinkat(&g.sdir, os(&g.sname), AtFlags::empty()) {
-                    // Both copies stay, identical; the faster one wins and the
-                    // next pass tries again.
+                    // Both copies stay, identical; the faster one wins and
+                    // the next pass tries again.
                     log::warn!("mover: cannot remove the source of {:?}: {e}", os(&g.p.rel));
                 }
+                if let Ok(node) = self.nodes.get(g.p.ino) {
+                    node.set_tier(g.p.to);
+                }
             }
-            go = placed;
         }
+        // Opens of the moved files go on, to their new tier.
+        drop(_switch);
         let _ = sync_dirs(go.iter().map(|g| &g.sdir));
         for g in go {
             if g.pinned
                 && let Ok(f) = rustix::fs::openat(
-                    &g.ids,
+                    &*g.ids,
                     format!("{:016x}", g.p.ino).as_str(),
                     OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
             {
                 let _ = rustix::fs::ftruncate(&f, 0);
-            }
-            if let Ok(node) = self.nodes.get(g.p.ino) {
-                node.set_tier(g.p.to);
             }
             log::debug!(
                 "moved {:?} from tier {} to tier {} ({} bytes)",
@@ -487,7 +508,7 @@ pub struct PreparedMove {
     to: usize,
     ino: u64,
     st: Stat,
-    tmpdir: OwnedFd,
+    tmpdir: Arc<OwnedFd>,
     tmpname: String,
     tmp: File,
     bytes: u64,
@@ -500,28 +521,31 @@ impl PreparedMove {
     }
 }
 
-/// Makes the directory changes of a batch durable: one syncfs per distinct
-/// filesystem the directories live on.
+/// Makes the directory changes of a batch durable: one fsync per distinct
+/// directory (the first commits the journal; the rest of the batch usually
+/// rides along). Not syncfs: that would also wait for every dirty page on
+/// the filesystem, including copies still being made.
 fn sync_dirs<'a>(dirs: impl Iterator<Item = &'a OwnedFd>) -> Result<()> {
-    let mut seen: Vec<u64> = Vec::new();
+    let mut seen: Vec<(u64, u64)> = Vec::new();
     let mut result = Ok(());
     for d in dirs {
         let Ok(st) = rustix::fs::fstat(d) else {
             continue;
         };
-        if seen.contains(&st.st_dev) {
+        if seen.contains(&(st.st_dev, st.st_ino)) {
             continue;
         }
-        seen.push(st.st_dev);
+        seen.push((st.st_dev, st.st_ino));
         // O_PATH handles cannot be synced: reopen the directory.
-        if let Ok(f) = rustix::fs::openat(
+        let synced = rustix::fs::openat(
             d,
             ".",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-        ) && let Err(e) = rustix::fs::syncfs(&f)
-        {
-            log::warn!("mover: syncfs failed: {e}");
+        )
+        .and_then(|f| rustix::fs::fsync(&f));
+        if let Err(e) = synced {
+            log::warn!("mover: fsync of a directory failed: {e}");
             result = Err(e.into());
         }
     }

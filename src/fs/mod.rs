@@ -191,8 +191,11 @@ pub struct Fs {
     scan_guard: Vec<parking_lot::RwLock<()>>,
     /// The mover's state directories (`.dfs/tmp`, `.dfs/ids` of each
     /// tier), opened once instead of per moved file.
-    state_dirs: parking_lot::Mutex<Vec<((usize, &'static str), Arc<OwnedFd>)>>,
+    state_dirs: parking_lot::Mutex<Vec<StateDir>>,
 }
+
+/// An open state directory: (tier, sub-directory of `.dfs`) and its handle.
+type StateDir = ((usize, &'static str), Arc<OwnedFd>);
 
 /// Marks directory handles stale when dropped: at the end of an operation
 /// that may have removed or moved directories, whichever way it ends.

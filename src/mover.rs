@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use globset::{Glob, GlobMatcher};
@@ -21,7 +21,7 @@ use rustix::fs::{AtFlags, FileType, OFlags, RawDir};
 use crate::access::now_secs;
 use crate::config::{MoveOrder, MoverConfig};
 use crate::fs::Fs;
-use crate::fs::transfer::Outcome;
+use crate::fs::transfer::{Outcome, PreparedMove, Skip};
 use crate::tiers::STATE_DIR;
 use crate::watch::Invalidate;
 
@@ -445,6 +445,13 @@ impl Mover {
 
     /// Runs one pass now (waits for a running one to finish first).
     /// `report` sees the progress after every file.
+    ///
+    /// Shape of a pass: [`COPIERS`] threads (one when throttled) copy the planned files to
+    /// temporaries (several reads in flight keep the source disk busy); this
+    /// thread gathers the copies into batches and books outcomes; one more
+    /// thread switches each batch while the next is being copied, so the
+    /// copies' writeback and syncs overlap the next reads, and each batch
+    /// commits its directories once instead of once per file.
     pub fn run_pass(&self, report: &mut dyn FnMut(&Progress)) -> Progress {
         let _one = self.busy.lock();
         let planned = Instant::now();
@@ -457,25 +464,48 @@ impl Mover {
             ..Progress::default()
         };
         self.state.lock().running = Some(p.clone());
-        let rate = self.cfg.bandwidth;
-        let mut throttle_start = Instant::now();
-        let mut throttle_bytes: u64 = 0;
-        // Files are copied one by one and switched in batches, by a second
-        // thread while the next batch is being copied: reading the next
-        // sources overlaps the last batch's writeback and syncs, and each
-        // batch syncs each filesystem once instead of once per file.
+        let throttle = Throttle::new(self.cfg.bandwidth);
         const BATCH_FILES: usize = 256;
         const BATCH_BYTES: u64 = 128 << 20;
-        type Batch = Vec<(usize, crate::fs::transfer::PreparedMove)>;
+        type Prepared = crate::fs::Result<Result<PreparedMove, Skip>>;
+        type Batch = Vec<(usize, PreparedMove)>;
         type Done = Vec<(usize, crate::fs::Result<Outcome>)>;
         let mut commit_secs = 0.0;
+        let next = AtomicUsize::new(0);
+        let copied_bytes = AtomicU64::new(0);
         std::thread::scope(|scope| {
+            let (copied_tx, copied) = std::sync::mpsc::channel::<(usize, Prepared)>();
             // One batch waits while another commits: copies stay at most
             // two batches ahead of their switch.
             let (to_commit, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
             let (done_tx, done) = std::sync::mpsc::channel::<Done>();
-            let core = &self.core;
-            let plan = &plan;
+            let (core, plan, next, copied_bytes, throttle) =
+                (&self.core, &plan, &next, &copied_bytes, &throttle);
+            // A throttled pass is there to leave the disk and CPUs to the
+            // clients: one copier is enough to reach its rate.
+            let copiers = if self.cfg.bandwidth.is_some() {
+                1
+            } else {
+                COPIERS
+            };
+            for _ in 0..copiers.min(plan.len()) {
+                let tx = copied_tx.clone();
+                scope.spawn(move || {
+                    loop {
+                        let idx = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(c) = plan.get(idx) else { break };
+                        let mut on_chunk = |n: u64| {
+                            copied_bytes.fetch_add(n, Ordering::Relaxed);
+                            throttle.spend(n);
+                        };
+                        let r = core.prepare_move(&c.rel, c.from, c.to, &mut on_chunk);
+                        if tx.send((idx, r)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(copied_tx);
             let committer = scope.spawn(move || {
                 let mut secs = 0.0;
                 for batch in batches {
@@ -498,40 +528,28 @@ impl Mover {
             });
             let mut batch: Batch = Vec::new();
             let mut batch_bytes: u64 = 0;
-            let mut to_commit = Some(to_commit);
-            for (idx, c) in plan.iter().enumerate() {
-                let mut on_chunk = |n: u64| {
-                    p.bytes_done += n;
-                    throttle_bytes += n;
-                    if let Some(rate) = rate {
-                        let due = Duration::from_secs_f64(throttle_bytes as f64 / rate as f64);
-                        let spent = throttle_start.elapsed();
-                        if due > spent {
-                            std::thread::sleep(due - spent);
-                        }
-                        if spent > Duration::from_secs(10) {
-                            throttle_start = Instant::now();
-                            throttle_bytes = 0;
-                        }
-                    }
-                };
-                match self.core.prepare_move(&c.rel, c.from, c.to, &mut on_chunk) {
+            // Ends when every copier has finished.
+            for (idx, r) in copied.iter() {
+                p.bytes_done = copied_bytes.load(Ordering::Relaxed);
+                match r {
                     Ok(Ok(prepared)) => {
                         batch_bytes += prepared.bytes();
                         batch.push((idx, prepared));
                     }
-                    Ok(Err(why)) => {
-                        self.account(&mut p, c, Ok(Outcome::Skipped(why)), report, started)
-                    }
-                    Err(e) => self.account(&mut p, c, Err(e), report, started),
+                    Ok(Err(why)) => self.account(
+                        &mut p,
+                        &plan[idx],
+                        Ok(Outcome::Skipped(why)),
+                        report,
+                        started,
+                    ),
+                    Err(e) => self.account(&mut p, &plan[idx], Err(e), report, started),
                 }
                 if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
                     batch_bytes = 0;
-                    if let Some(tx) = &to_commit
-                        && tx.send(std::mem::take(&mut batch)).is_err()
-                    {
-                        to_commit = None;
-                    }
+                    // The committer only stops early by panicking; the
+                    // batch's temporaries are then left for the next start.
+                    let _ = to_commit.send(std::mem::take(&mut batch));
                 }
                 for results in done.try_iter() {
                     for (k, r) in results {
@@ -539,12 +557,10 @@ impl Mover {
                     }
                 }
             }
-            if let Some(tx) = to_commit.take() {
-                if !batch.is_empty() {
-                    let _ = tx.send(std::mem::take(&mut batch));
-                }
-                drop(tx);
+            if !batch.is_empty() {
+                let _ = to_commit.send(std::mem::take(&mut batch));
             }
+            drop(to_commit);
             // The committer ends once the last batch is switched.
             for results in done.iter() {
                 for (k, r) in results {
@@ -553,6 +569,7 @@ impl Mover {
             }
             commit_secs = committer.join().unwrap_or(0.0);
         });
+        p.bytes_done = copied_bytes.load(Ordering::Relaxed);
         p.elapsed = started.elapsed().as_secs_f64();
         log::info!(
             "mover: pass moved {} of {} files ({} bytes) in {:.2} s (plan {:.2} s, switching {:.2} s alongside the copies), {} skipped, {} errors",
@@ -644,5 +661,47 @@ impl Mover {
             .get(i)
             .map(|t| t.name.clone())
             .unwrap_or_else(|| format!("#{i}"))
+    }
+}
+
+/// Threads copying files in a pass: two reads in flight keep a disk busier
+/// than one, and the copies themselves are cheap on the CPU
+/// (`copy_file_range`).
+const COPIERS: usize = 2;
+
+/// The copy throttle (`[mover] bandwidth`), shared by the copying threads:
+/// each chunk copied sleeps until the pass is back under the rate. The
+/// budget restarts every 10 s, so a pause does not buy a burst.
+struct Throttle {
+    rate: Option<u64>,
+    window: Mutex<(Instant, u64)>,
+}
+
+impl Throttle {
+    fn new(rate: Option<u64>) -> Self {
+        Throttle {
+            rate,
+            window: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Books `n` bytes copied; sleeps as long as the rate asks.
+    fn spend(&self, n: u64) {
+        let Some(rate) = self.rate.filter(|&r| r > 0) else {
+            return;
+        };
+        let wait = {
+            let mut w = self.window.lock();
+            w.1 += n;
+            let due = Duration::from_secs_f64(w.1 as f64 / rate as f64);
+            let spent = w.0.elapsed();
+            if spent > Duration::from_secs(10) {
+                *w = (Instant::now(), 0);
+            }
+            due.saturating_sub(spent)
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
     }
 }

@@ -211,11 +211,7 @@ fn used_fraction(p: &Path) -> (u64, u64) {
 
 /// Entries of `<tier>/.dfs/tmp`.
 fn temporaries(tier: &Path) -> Vec<OsString> {
-    let d = tier.join(".dfs/tmp");
-    match fs::read_dir(&d) {
-        Ok(it) => it.map(|e| e.unwrap().file_name()).collect(),
-        Err(_) => Vec::new(),
-    }
+    entries_of(&tier.join(".dfs/tmp"))
 }
 
 /// Waits a little for the kernel's asynchronous RELEASE of closed files to
@@ -2305,4 +2301,88 @@ fn move_reports_a_failure_when_the_daemon_dies_mid_pass() {
         );
     }
     m.unmount();
+}
+
+// ---------------------------------------------------------------------------
+// throttle and batches
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_bandwidth_throttle_holds_a_pass_to_its_rate() {
+    // 6 MiB at 8 MiB/s cannot take less than 0.75 s: the throttle sleeps
+    // each copy back under the rate (a lower bound only, which sleeping
+    // guarantees whatever the machine's load).
+    let cfg = mover_config(
+        "bandwidth = \"8MiB/s\"\n[[mover.rule]]\nfrom = \"pss\"\nto = \"sss\"\nmatch = \"**\"\n",
+    );
+    let chunk = vec![7u8; 1 << 20];
+    let data = chunk.clone();
+    let m = Mount::builder()
+        .config(&cfg)
+        .setup(move |t| {
+            for i in 0..6 {
+                put_aged(&t[0], &format!("big/f{i}"), &data, 10);
+            }
+        })
+        .mount();
+    let t = std::time::Instant::now();
+    let s = dfs_move(&m);
+    let took = t.elapsed();
+    assert_eq!(s.moved, 6, "daemon log:\n{}", m.stderr());
+    assert!(
+        took >= Duration::from_millis(700),
+        "6 MiB at 8 MiB/s moved in {took:?}"
+    );
+    for i in 0..6 {
+        assert_on(&m, &format!("big/f{i}"), &[1]);
+        assert_eq!(read_through(&m.m(&format!("big/f{i}"))), chunk);
+    }
+}
+
+#[test]
+fn a_pass_over_several_batches_moves_every_file_once() {
+    // More files than one switch batch holds (256), in several directories:
+    // the copying and switching threads hand every file over exactly once.
+    let m = Mount::builder()
+        .config(&mover_config(RULE_ALL))
+        .setup(|t| {
+            for i in 0..700 {
+                put_aged(
+                    &t[0],
+                    &format!("d{}/f{i}", i % 7),
+                    format!("file {i}").as_bytes(),
+                    10,
+                );
+            }
+        })
+        .mount();
+    let s = dfs_move(&m);
+    assert_eq!(
+        s,
+        Summary {
+            moved: 700,
+            total: 700,
+            skipped: 0,
+            errors: 0
+        },
+        "daemon log:\n{}",
+        m.stderr()
+    );
+    for i in 0..700 {
+        let rel = format!("d{}/f{i}", i % 7);
+        assert_eq!(read_through(&m.m(&rel)), format!("file {i}").as_bytes());
+    }
+    for d in 0..7 {
+        assert!(entries_of(&m.tier(0).join(format!("d{d}"))).is_empty());
+        assert_eq!(entries_of(&m.tier(1).join(format!("d{d}"))).len(), 100);
+    }
+    assert!(temporaries(&m.tier(1)).is_empty());
+}
+
+/// Names in directory `d` (none if it is absent).
+fn entries_of(d: &Path) -> Vec<OsString> {
+    match fs::read_dir(d) {
+        Ok(it) => it.map(|e| e.unwrap().file_name()).collect(),
+        Err(_) => Vec::new(),
+    }
 }

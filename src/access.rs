@@ -13,8 +13,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dashmap::DashMap;
-
 const MAGIC: &[u8; 8] = b"DFSACC01";
 
 /// One file's record.
@@ -31,7 +29,7 @@ pub struct Access {
 /// Last-access records by node id.
 #[derive(Debug)]
 pub struct AccessLog {
-    map: DashMap<u64, Access>,
+    map: crate::fs::nodes::IdMap<Access>,
     window: AtomicU32,
 }
 
@@ -46,7 +44,7 @@ pub fn now_secs() -> u32 {
 impl Default for AccessLog {
     fn default() -> Self {
         AccessLog {
-            map: DashMap::new(),
+            map: Default::default(),
             window: AtomicU32::new(7 * 86_400),
         }
     }

@@ -17,7 +17,7 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use dashmap::DashMap;
+use crate::fs::nodes::IdMap;
 
 use crate::creds::Caller;
 use crate::fs::{Attr, Errno, Fs, SetAttr, SetTime};
@@ -160,9 +160,9 @@ pub struct FuseFs {
     want_passthrough: bool,
     /// ...and granted by the kernel at init.
     passthrough: bool,
-    backings: DashMap<u64, Backing>,
+    backings: IdMap<Backing>,
     /// Open handles served by passthrough: fh -> node id.
-    pt_handles: DashMap<u64, u64>,
+    pt_handles: IdMap<u64>,
 }
 
 impl FuseFs {
@@ -174,8 +174,8 @@ impl FuseFs {
             ttl,
             want_passthrough: passthrough,
             passthrough: false,
-            backings: DashMap::new(),
-            pt_handles: DashMap::new(),
+            backings: IdMap::default(),
+            pt_handles: IdMap::default(),
         }
     }
 

@@ -43,23 +43,41 @@ pub struct DirHandle {
     pub fds: Vec<Option<OwnedFd>>,
 }
 
-/// Lists the union directory `rel`; `is_root` hides dfs's own state dir.
-pub fn list(tiers: &TierSet, ino: u64, rel: &[u8], is_root: bool) -> Result<DirHandle> {
-    let mut fds: Vec<Option<OwnedFd>> = Vec::with_capacity(tiers.len());
-    let mut entries = Vec::new();
-    let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+/// Lists the union directory whose tier copies `copies` holds (by tier;
+/// handles may be `O_PATH`); `is_root` hides dfs's own state dir.
+pub fn list(copies: &[Option<OwnedFd>], ino: u64, is_root: bool) -> Result<DirHandle> {
+    let mut fds: Vec<Option<OwnedFd>> = Vec::with_capacity(copies.len());
+    // Each tier's names, in tier order; a name already listed by an earlier
+    // tier is shadowed. Names are unique within one tier, so the first tier
+    // holding the directory needs no checking at all.
+    let mut per_tier: Vec<Vec<DirEntry>> = Vec::with_capacity(copies.len());
     let mut found = false;
     let mut buf: Vec<MaybeUninit<u8>> = vec![MaybeUninit::uninit(); 64 * 1024];
-    for tier in tiers.iter() {
-        let fd = match tier.open(rel, OFlags::RDONLY | OFlags::DIRECTORY) {
+    for (index, copy) in copies.iter().enumerate() {
+        let Some(copy) = copy else {
+            fds.push(None);
+            continue;
+        };
+        let fd = match rustix::fs::openat(
+            copy,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
             Ok(fd) => fd,
-            Err(e) if not_here(&e) => {
+            Err(e) if not_here(&e.into()) => {
                 fds.push(None);
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
         found = true;
+        let earlier: HashSet<&[u8]> = if per_tier.is_empty() {
+            HashSet::new()
+        } else {
+            per_tier.iter().flatten().map(|e| &*e.name).collect()
+        };
+        let mut mine = Vec::new();
         {
             let mut dir = RawDir::new(&fd, &mut buf);
             while let Some(ent) = dir.next() {
@@ -71,26 +89,27 @@ pub fn list(tiers: &TierSet, ino: u64, rel: &[u8], is_root: bool) -> Result<DirH
                 if is_root && name == STATE_DIR.as_bytes() {
                     continue;
                 }
-                if seen.contains(name) {
+                if earlier.contains(name) {
                     continue;
                 }
-                let name: Box<[u8]> = name.into();
-                seen.insert(name.clone());
-                entries.push(DirEntry {
-                    name,
-                    tier: tier.index,
+                mine.push(DirEntry {
+                    name: name.into(),
+                    tier: index,
                     d_ino: ent.ino(),
                     kind: ent.file_type(),
                     ino: 0,
                 });
             }
         }
+        drop(earlier);
+        per_tier.push(mine);
         // Rewind is not needed: the handle is only used for *at calls now.
         fds.push(Some(fd));
     }
     if !found {
         return Err(Errno(libc::ENOENT));
     }
+    let entries = per_tier.into_iter().flatten().collect();
     Ok(DirHandle { ino, entries, fds })
 }
 

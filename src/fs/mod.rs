@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use dashmap::DashMap;
 use parking_lot::{Mutex, MutexGuard};
 use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
 
@@ -34,7 +33,7 @@ use crate::creds::{Caller, as_caller};
 use crate::policy::{CreateRequest, NodeKind, Policy, Space, TierView};
 use crate::tiers::{STATE_DIR, Tier, TierSet, split_parent};
 use dir::DirHandle;
-use nodes::{Nodes, ROOT};
+use nodes::{IdMap, Nodes, ROOT};
 
 /// An errno: what a failed operation returns to the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,8 +161,8 @@ pub struct Fs {
     tiers: TierSet,
     policy: Arc<dyn Policy>,
     nodes: Nodes,
-    files: DashMap<u64, Arc<FileHandle>>,
-    dirs: DashMap<u64, Arc<DirHandle>>,
+    files: IdMap<Arc<FileHandle>>,
+    dirs: IdMap<Arc<DirHandle>>,
     next_fh: AtomicU64,
     locks: NameLocks,
     opts: Options,
@@ -177,7 +176,7 @@ pub struct Fs {
     pub access: crate::access::AccessLog,
     /// Open handles on the tier copies of directories the kernel holds, so
     /// a lookup costs one fstatat per tier and no path walk.
-    dircache: DashMap<u64, Arc<DirFds>>,
+    dircache: IdMap<Arc<DirFds>>,
     /// Bumped by every change to which directories exist where; cached
     /// handles from an older epoch are rebuilt.
     dir_epoch: AtomicU64,
@@ -396,15 +395,15 @@ impl Fs {
             nodes: Nodes::new(&devs),
             tiers,
             policy,
-            files: DashMap::new(),
-            dirs: DashMap::new(),
+            files: IdMap::default(),
+            dirs: IdMap::default(),
             next_fh: AtomicU64::new(1),
             locks: NameLocks::new(),
             opts,
             ino_xattr: rustix::process::geteuid().as_raw() == 0,
             switch: (0..1024).map(|_| parking_lot::RwLock::new(())).collect(),
             access: crate::access::AccessLog::default(),
-            dircache: DashMap::new(),
+            dircache: IdMap::default(),
             dir_epoch: AtomicU64::new(0),
             dir_ttl_ms: AtomicU64::new(1000),
             scan_guard: (0..64).map(|_| parking_lot::RwLock::new(())).collect(),
@@ -1515,17 +1514,23 @@ impl Fs {
 
     /// Opens a directory: builds its merged listing once.
     pub fn opendir(&self, c: Caller, ino: u64) -> Result<u64> {
-        let (_, st, rel) = self.locate(ino)?;
-        if !is_dir(&st) {
-            return Err(Errno(libc::ENOTDIR));
-        }
         if !self.opts.kernel_permissions {
             self.access(c, ino, libc::R_OK)?;
         }
+        // The tiers' copies through the cached handles lookups use: no path
+        // walk per listing.
+        let copies = match self.dir_fds(ino) {
+            Ok(copies) => copies,
+            Err(e) => {
+                // No directory there: say whether something else is.
+                let (_, st, _) = self.locate(ino)?;
+                return Err(if is_dir(&st) { e } else { Errno(libc::ENOTDIR) });
+            }
+        };
         let mut h = {
             // A listing covers every name: hold every stripe (in order).
             let _scan: Vec<_> = self.scan_guard.iter().map(|l| l.read()).collect();
-            dir::list(&self.tiers, ino, &rel, ino == ROOT)?
+            dir::list(&copies.fds, ino, ino == ROOT)?
         };
         for e in h.entries.iter_mut() {
             e.ino = self.listed_ino(&h.fds, e);

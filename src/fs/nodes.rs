@@ -10,6 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
+
+/// A concurrent map keyed by node id (or handle number). Node ids are
+/// already spread by their backing inode numbers, so a fast multiplicative
+/// hash (Fx) serves; the default SipHash costs more than the lookup on the
+/// request path.
+pub type IdMap<V> = DashMap<u64, V, rustc_hash::FxBuildHasher>;
 use parking_lot::{Mutex, RwLock};
 
 use super::{Errno, Result};
@@ -75,7 +81,7 @@ impl Node {
 /// Node table plus the device map that turns backing identities into ids.
 #[derive(Debug)]
 pub struct Nodes {
-    map: DashMap<u64, Arc<Node>>,
+    map: IdMap<Arc<Node>>,
     devs: RwLock<Vec<u64>>,
 }
 
@@ -83,7 +89,7 @@ impl Nodes {
     /// A table holding only the root; `tier_devs` seeds the device map in
     /// tier order so ids are the same across restarts.
     pub fn new(tier_devs: &[u64]) -> Self {
-        let map = DashMap::new();
+        let map = IdMap::default();
         map.insert(ROOT, Arc::new(Node::new(libc::S_IFDIR, 0)));
         let mut devs = Vec::new();
         for d in tier_devs {
@@ -143,14 +149,20 @@ impl Nodes {
         if ino == ROOT {
             return;
         }
-        let node = {
+        // Known nodes (the common case: listings and lookups of names the
+        // kernel already holds) take only the shard's read lock.
+        let known = self.map.get(&ino).map(|e| {
+            e.lookups.fetch_add(1, Ordering::Relaxed);
+            e.clone()
+        });
+        let node = known.unwrap_or_else(|| {
             let e = self
                 .map
                 .entry(ino)
                 .or_insert_with(|| Arc::new(Node::new(kind, tier)));
             e.lookups.fetch_add(1, Ordering::Relaxed);
             e.clone()
-        };
+        });
         node.set_tier(tier);
         let mut links = node.links.lock();
         if !links.iter().any(|l| l.parent == parent && *l.name == *name) {

@@ -1672,7 +1672,21 @@ impl Fs {
         })
     }
 
-    fn xattr_target(&self, ino: u64) -> Result<(Vec<(usize, OwnedFd)>, Stat)> {
+    fn xattr_target(&self, ino: u64) -> Result<Vec<(usize, OwnedFd)>> {
+        // A file beside its parent's cached handle: one openat, no path walk
+        // (the kernel asks for security.capability before the first write
+        // to every file, so this is on the path of every new file).
+        if let Some((d, tier, name)) = self.placed(ino)
+            && let Some(dir) = d.fds.get(tier).and_then(|f| f.as_ref())
+            && let Ok(fd) = rustix::fs::openat(
+                dir,
+                os(&name),
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        {
+            return Ok(vec![(tier, fd)]);
+        }
         let (tier, st, rel) = self.locate(ino)?;
         let mut out = Vec::new();
         if is_dir(&st) {
@@ -1686,7 +1700,7 @@ impl Fs {
         } else {
             out.push((tier, self.tier(tier)?.open(&rel, OFlags::PATH)?));
         }
-        Ok((out, st))
+        Ok(out)
     }
 
     /// getxattr on the winning copy; `size` 0 asks for the length.
@@ -1694,7 +1708,7 @@ impl Fs {
         if is_internal_xattr(name) {
             return Err(Errno(libc::ENODATA));
         }
-        let (fds, _) = self.xattr_target(ino)?;
+        let fds = self.xattr_target(ino)?;
         let (_, fd) = fds.first().ok_or(Errno(libc::ENOENT))?;
         let p = proc_path(fd);
         if size == 0 {
@@ -1709,7 +1723,7 @@ impl Fs {
 
     /// listxattr on the winning copy.
     pub fn listxattr(&self, ino: u64, size: u32) -> Result<Vec<u8>> {
-        let (fds, _) = self.xattr_target(ino)?;
+        let fds = self.xattr_target(ino)?;
         let (_, fd) = fds.first().ok_or(Errno(libc::ENOENT))?;
         let p = proc_path(fd);
         let n = xattr_len(&p, None)?;
@@ -1741,7 +1755,7 @@ impl Fs {
         if is_internal_xattr(name) {
             return Err(Errno(libc::EPERM));
         }
-        let (fds, _) = self.xattr_target(ino)?;
+        let fds = self.xattr_target(ino)?;
         for (_, fd) in fds.iter().rev() {
             let p = proc_path(fd);
             self.checked(c, || {
@@ -1761,7 +1775,7 @@ impl Fs {
         if is_internal_xattr(name) {
             return Err(Errno(libc::EPERM));
         }
-        let (fds, _) = self.xattr_target(ino)?;
+        let fds = self.xattr_target(ino)?;
         for (i, (_, fd)) in fds.iter().enumerate().rev() {
             let p = proc_path(fd);
             match self.checked(c, || rustix::fs::removexattr(p.as_str(), os(name))) {

@@ -44,8 +44,9 @@ struct Args {
     /// mount point) is made; it must be on the disk you want to measure.
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     scratch: PathBuf,
-    /// Keep the scratch directory (and the dfs logs in it: dfs.log, and
-    /// mover/dfs-*.log for the mover's mounts) afterwards.
+    /// Keep the scratch directory (and the dfs logs in it: dfs.log,
+    /// dfs-count.log for the counting pass, and mover/dfs-*.log for the
+    /// mover's mounts) afterwards.
     #[arg(long)]
     keep: bool,
     /// Repetitions of every workload on each side (the table shows medians).
@@ -71,6 +72,13 @@ struct Args {
     /// real speed).
     #[arg(long)]
     count_requests: bool,
+    /// Skip the counting pass after the timed issue 4 workloads: a fresh
+    /// mount with the request log on, each workload once on the dfs side,
+    /// whose FUSE request counts give every line its floor (the ratio a
+    /// zero-cost daemon would reach). With --count-requests the floor comes
+    /// from that run's own counts, and there is no separate pass.
+    #[arg(long)]
+    no_floor: bool,
     /// Write the daemon's whole stderr here (e.g. with RUST_LOG=debug to
     /// count FUSE requests); default: SCRATCH/dfs.log.
     #[arg(long, value_name = "FILE")]
@@ -305,6 +313,8 @@ struct PresetRun {
     t: Table,
     tree_info: Option<(u64, u64)>,
     notable: Vec<String>,
+    /// Warnings and errors from the counting pass's mount.
+    count_notable: Vec<String>,
     threads: Option<u64>,
     peak_before_mem: Option<u64>,
     peak: Option<u64>,
@@ -408,8 +418,27 @@ fn bench(
     Ok(under > 0)
 }
 
+type Workload = fn(&Ctx, &mut Table) -> io::Result<()>;
+
+/// The timed issue 4 workload groups, in the order they run (the memory
+/// test, which times nothing, runs after them on its own).
+fn groups() -> [(&'static str, Workload); 7] {
+    [
+        ("rt", workloads::roundtrip),
+        ("seq", workloads::seq),
+        ("rand", workloads::rand_read),
+        ("small", workloads::small_files),
+        ("tree", |c, t| {
+            workloads::tree(c, t, &c.scratch.join("tree.tar"))
+        }),
+        ("neg", workloads::neg_lookup),
+        ("tier2", workloads::tier2),
+    ]
+}
+
 /// Mounts the preset (`dfs mount TIER0 TIER1 MNT`), runs the issue 4
-/// workloads wanted on it and unmounts.
+/// workloads wanted on it and unmounts; then, for the floor column, the
+/// counting pass (see `count_pass`).
 #[allow(clippy::too_many_arguments)]
 fn preset(
     args: &Args,
@@ -466,25 +495,14 @@ fn preset(
             sizes: sizes.clone(),
             reps,
             scratch: scratch.to_path_buf(),
-            native,
-            tiers,
+            native: native.clone(),
+            tiers: tiers.clone(),
             mnt: mnt.to_path_buf(),
             daemon: &daemon,
             count_requests: args.count_requests,
+            dfs_only: false,
         };
-        type Workload = fn(&Ctx, &mut Table) -> io::Result<()>;
-        let groups: [(&str, Workload); 7] = [
-            ("rt", workloads::roundtrip),
-            ("seq", workloads::seq),
-            ("rand", workloads::rand_read),
-            ("small", workloads::small_files),
-            ("tree", |c, t| {
-                workloads::tree(c, t, &c.scratch.join("tree.tar"))
-            }),
-            ("neg", workloads::neg_lookup),
-            ("tier2", workloads::tier2),
-        ];
-        for (name, f) in groups {
+        for (name, f) in groups() {
             if !want(name) {
                 continue;
             }
@@ -513,15 +531,115 @@ fn preset(
     let notable = daemon.log.lock().unwrap().notable.clone();
     daemon.unmount()?;
     eprintln!("unmounted {} (checked /proc/mounts)", mnt.display());
+
+    // The floor needs the round trip measured and something else to put
+    // over it; --count-requests has counted every timed phase already.
+    let mut count_notable = Vec::new();
+    let to_floor = groups().iter().any(|(g, _)| *g != "rt" && want(g));
+    if !args.no_floor && !args.count_requests && to_floor && t.roundtrip_secs().is_some() {
+        let ctx = CountCtx {
+            bin,
+            sizes,
+            scratch,
+            native,
+            tiers,
+            mnt,
+        };
+        match count_pass(args, &ctx, want, &mut t, failures) {
+            Ok(n) => count_notable = n,
+            Err(e) => {
+                eprintln!("!! counting pass failed: {e}");
+                failures.push(format!("counting pass: {e}"));
+            }
+        }
+    }
     Ok(PresetRun {
         t,
         tree_info,
         notable,
+        count_notable,
         threads,
         peak_before_mem,
         peak,
         mem,
     })
+}
+
+/// Where the counting pass mounts and what it runs on.
+struct CountCtx<'a> {
+    bin: &'a Path,
+    sizes: &'a Sizes,
+    scratch: &'a Path,
+    native: PathBuf,
+    tiers: [PathBuf; 2],
+    mnt: &'a Path,
+}
+
+/// The counting pass behind the floor column, after every timed workload:
+/// a fresh preset mount with fuser's request log on (which slows dfs down,
+/// so it must not share a mount with the timings), each wanted group but
+/// the round trip once on the dfs side, through the same `Ctx` phases as
+/// --count-requests. Its timings go into a table of its own that is
+/// dropped; its request counts go into `t`. Returns the mount's warnings
+/// and errors.
+fn count_pass(
+    args: &Args,
+    c: &CountCtx,
+    want: &dyn Fn(&str) -> bool,
+    t: &mut Table,
+    failures: &mut Vec<String>,
+) -> io::Result<Vec<String>> {
+    eprintln!(
+        "== counting pass: FUSE requests per operation, dfs side only, once (timings not kept)"
+    );
+    let mut daemon = Daemon::mount(
+        c.bin,
+        &c.tiers[0],
+        &c.tiers[1],
+        c.mnt,
+        args.mount_opts.as_deref(),
+        Some(&c.scratch.join("dfs-count.log")),
+        Some("info,fuser::request=debug"),
+    )?;
+    let mut counted = Table::default();
+    {
+        let ctx = Ctx {
+            sizes: c.sizes.clone(),
+            reps: 1,
+            scratch: c.scratch.to_path_buf(),
+            native: c.native.clone(),
+            tiers: c.tiers.clone(),
+            mnt: c.mnt.to_path_buf(),
+            daemon: &daemon,
+            count_requests: true,
+            dfs_only: true,
+        };
+        for (name, f) in groups() {
+            if name == "rt" || !want(name) {
+                continue;
+            }
+            eprintln!("== count: {name}");
+            if let Err(e) = f(&ctx, &mut counted) {
+                eprintln!("!! count: {name} failed: {e}");
+                failures.push(format!("count: {name}: {e}"));
+            }
+            workloads::sync();
+            ctx.settle();
+        }
+    }
+    let said = daemon
+        .log
+        .lock()
+        .unwrap()
+        .notable
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .cloned()
+        .collect();
+    daemon.unmount()?;
+    eprintln!("unmounted {} (checked /proc/mounts)", c.mnt.display());
+    t.requests.append(&mut counted.requests);
+    Ok(said)
 }
 
 /// The issue 4 part of the report; returns how many lines are under target.
@@ -530,6 +648,9 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
         if !l.contains("unmount") {
             println!("dfs said: {}", strip_log_prefix(l));
         }
+    }
+    for l in &p.count_notable {
+        println!("dfs (counting mount) said: {}", strip_log_prefix(l));
     }
     println!(
         "daemon threads (/proc/PID/status Threads): {}",
@@ -562,6 +683,39 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
     println!();
     println!("issue 4: dfs (preset mount) against the native directory");
     let under = p.t.print();
+    if !p.t.requests.is_empty() {
+        println!(
+            "floor: best ratio with a zero-cost daemon: native time per op / (native time + N x one empty round trip), N = FUSE requests the client waits for per op, {}",
+            if args.count_requests {
+                "counted in this run (debug logging on, so the round trip is slowed too)"
+            } else {
+                "counted in a separate run"
+            }
+        );
+        if let Some(rt) = p.t.roundtrip_secs() {
+            println!(
+                "  one empty round trip: {} us (the {} line's dfs median); AT FUSE FLOOR: under a target above the floor",
+                table::fmt_num(rt * 1e6),
+                table::ROUNDTRIP
+            );
+        }
+        // A ratio above its floor means that line's requests cost dfs less
+        // than the round-trip line's one: that round trip is then not empty
+        // (or the run was noisy), and the floors are too low to trust.
+        let beaten: Vec<&str> =
+            p.t.rows
+                .iter()
+                .filter(|r| matches!((r.ratio(), p.t.floor(r)), (Some(x), Some(f)) if x > f))
+                .map(|r| r.name.as_str())
+                .collect();
+        if !beaten.is_empty() {
+            println!(
+                "  check: {} line(s) beat their floor ({}): their requests cost dfs less than the round trip above, so it is not an empty one here (or the run was noisy) and the floors are low",
+                beaten.len(),
+                beaten.join(", ")
+            );
+        }
+    }
     println!();
     println!(
         "daemon CPU time per phase (median; ~10 ms resolution; on the native side this is dfs watching the shared filesystem):"
@@ -571,6 +725,12 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
     if args.count_requests {
         println!(
             "FUSE requests the daemon received per operation (dfs side, all repetitions; debug logging on, so the timings above are slowed):"
+        );
+        p.t.print_requests();
+        println!();
+    } else if !p.t.requests.is_empty() {
+        println!(
+            "FUSE requests the daemon received per operation (dfs side, the separate counting pass, once; its timings are not in the table):"
         );
         p.t.print_requests();
         println!();

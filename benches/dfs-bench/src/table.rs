@@ -51,6 +51,41 @@ const TARGETS: &[(&str, f64)] = &[
     ("throughput", 0.90),
 ];
 
+/// The round-trip line's name: its dfs side is the cost of one empty FUSE
+/// request, which every other line's floor is built from.
+pub const ROUNDTRIP: &str = "roundtrip-getxattr";
+
+/// Requests the kernel sends without the client waiting for the answer
+/// (fuser spells BATCH_FORGET "BATCHFORGET"), and the name the bench gives
+/// opcodes fuser does not print (see `daemon::opcode`): none of them is on
+/// the client's critical path, so none counts towards the floor.
+const ASYNC_OPS: &[&str] = &[
+    "FORGET",
+    "BATCH_FORGET",
+    "BATCHFORGET",
+    "RELEASE",
+    "RELEASEDIR",
+    "INTERRUPT",
+    "UNKNOWN",
+];
+
+/// Whether the client waits for the daemon's answer to a request `op`.
+pub fn is_sync(op: &str) -> bool {
+    !ASYNC_OPS.contains(&op)
+}
+
+/// The best ratio a line could reach if the daemon took no time at all:
+/// the native time per operation against that time plus `requests` empty
+/// round trips (`roundtrip` seconds each) per operation. None when an
+/// input is not a positive, finite number (no measurement).
+pub fn floor(native_secs_per_op: f64, requests: f64, roundtrip: f64) -> Option<f64> {
+    let ok = |x: f64| x.is_finite() && x >= 0.0;
+    if !(ok(native_secs_per_op) && native_secs_per_op > 0.0 && ok(requests) && ok(roundtrip)) {
+        return None;
+    }
+    Some(native_secs_per_op / (native_secs_per_op + requests * roundtrip))
+}
+
 /// The target ratio for a table line: its name, or the last word of a
 /// `group/phase` name.
 pub fn target(name: &str) -> Option<f64> {
@@ -109,6 +144,17 @@ impl Row {
             _ => None,
         }
     }
+
+    /// The native side's time per operation (per run for a time line), in
+    /// seconds: the part of the work a FUSE mount cannot make shorter.
+    pub fn native_secs_per_op(&self) -> Option<f64> {
+        let n = median(&self.native)?;
+        match self.kind {
+            Kind::Rate if n > 0.0 => Some(1.0 / n),
+            Kind::Time => Some(n),
+            _ => None,
+        }
+    }
 }
 
 /// FUSE requests the daemon received during one timed phase on the mount.
@@ -117,6 +163,17 @@ pub struct Requests {
     /// Operations the phase did (files, names, ...), or 1 for a timed command.
     pub ops: f64,
     pub counts: BTreeMap<String, u64>,
+}
+
+impl Requests {
+    /// The requests of this run the client waited for (see `is_sync`).
+    pub fn sync(&self) -> u64 {
+        self.counts
+            .iter()
+            .filter(|(op, _)| is_sync(op))
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 /// All samples, one row per workload line, in the order first recorded.
@@ -185,8 +242,37 @@ impl Table {
         self.record(name, Kind::Time, "s", side, secs);
     }
 
+    /// The cost of one empty FUSE request, in seconds: the inverse of the
+    /// round-trip line's dfs median.
+    pub fn roundtrip_secs(&self) -> Option<f64> {
+        let r = self.rows.iter().find(|r| r.name == ROUNDTRIP)?;
+        median(&r.dfs).filter(|&x| x > 0.0).map(|x| 1.0 / x)
+    }
+
+    /// Requests the client waited for per operation of `phase` (per run
+    /// for a timed command), over every run counted.
+    pub fn sync_requests_per_op(&self, phase: &str) -> Option<f64> {
+        let runs = self.requests.iter().filter(|r| r.phase == phase);
+        let (ops, sync) = runs.fold((0.0, 0u64), |(o, s), r| (o + r.ops, s + r.sync()));
+        (ops > 0.0).then(|| sync as f64 / ops)
+    }
+
+    /// A line's FUSE floor (see `floor`); none for the round-trip line
+    /// itself, whose ratio is the floor's unit, and none where the requests
+    /// were not counted.
+    pub fn floor(&self, row: &Row) -> Option<f64> {
+        if row.name == ROUNDTRIP {
+            return None;
+        }
+        floor(
+            row.native_secs_per_op()?,
+            self.sync_requests_per_op(&row.name)?,
+            self.roundtrip_secs()?,
+        )
+    }
+
     /// Requests per operation for each phase, averaged over repetitions,
-    /// most frequent first.
+    /// most frequent first, with how many of them the client waited for.
     pub fn print_requests(&self) {
         let mut phases: Vec<&str> = Vec::new();
         for r in &self.requests {
@@ -206,18 +292,23 @@ impl Table {
             let mut v: Vec<(&str, u64)> = total.into_iter().collect();
             v.sort_by_key(|x| std::cmp::Reverse(x.1));
             let all: u64 = v.iter().map(|x| x.1).sum();
+            let sync: u64 = runs.iter().map(|r| r.sync()).sum();
             let per = if runs.iter().all(|r| r.ops == 1.0) {
                 "per run"
             } else {
                 "per op"
             };
-            let list: Vec<String> = v
+            let mut list: Vec<String> = v
                 .iter()
                 .map(|(op, n)| format!("{op} {}", fmt_num(*n as f64 / ops)))
                 .collect();
+            if list.is_empty() {
+                list.push("none".into());
+            }
             println!(
-                "{p:<22} {} {per}: {}",
+                "{p:<22} {} {per} ({} waited for): {}",
                 fmt_num(all as f64 / ops),
+                fmt_num(sync as f64 / ops),
                 list.join(", ")
             );
         }
@@ -256,36 +347,55 @@ impl Table {
         }
     }
 
-    /// The table of medians; returns how many lines are under target.
+    /// The table of medians; returns how many lines are under target. With
+    /// request counts, a floor column (see `floor`) sits before the target,
+    /// and a line under a target its floor is below is marked as at the
+    /// FUSE floor (the target is out of reach for FUSE's round trips alone)
+    /// rather than under target.
     pub fn print(&self) -> usize {
+        let show_floor = !self.requests.is_empty();
+        let floor_col = |s: String| {
+            if show_floor {
+                format!(" {s:>7}")
+            } else {
+                String::new()
+            }
+        };
         let mut under = 0;
         println!(
-            "{:<26} {:<6} {:>12} {:>12} {:>7} {:>7}  n",
+            "{:<26} {:<6} {:>12} {:>12} {:>7}{} {:>7}  n",
             "workload",
             "unit",
             self.side_name(Side::Native),
             self.side_name(Side::Dfs),
             "ratio",
+            floor_col("floor".into()),
             "target"
         );
-        println!("{}", "-".repeat(84));
+        println!("{}", "-".repeat(if show_floor { 92 } else { 84 }));
         for r in &self.rows {
             let ratio = r.ratio();
             let tgt = target(&r.name);
+            let fl = self.floor(r);
             let mark = match (ratio, tgt) {
                 (Some(x), Some(t)) if x < t => {
                     under += 1;
-                    "  << UNDER TARGET"
+                    if fl.is_some_and(|f| t > f) {
+                        "  << AT FUSE FLOOR"
+                    } else {
+                        "  << UNDER TARGET"
+                    }
                 }
                 _ => "",
             };
             println!(
-                "{:<26} {:<6} {:>12} {:>12} {:>7} {:>7}  {}{}",
+                "{:<26} {:<6} {:>12} {:>12} {:>7}{} {:>7}  {}{}",
                 r.name,
                 r.unit,
                 median(&r.native).map_or("-".into(), fmt_num),
                 median(&r.dfs).map_or("-".into(), fmt_num),
                 ratio.map_or("-".into(), |x| format!("{x:.3}")),
+                floor_col(fl.map_or("-".into(), |x| format!("{x:.3}"))),
                 tgt.map_or("-".into(), |t| format!("{t:.2}")),
                 r.native.len().min(r.dfs.len()),
                 mark
@@ -347,6 +457,108 @@ mod tests {
             ..rate
         };
         assert_eq!(time.ratio(), Some(0.25));
+    }
+
+    #[test]
+    fn sync_requests_leave_out_what_the_kernel_does_not_wait_for() {
+        for op in [
+            "LOOKUP", "GETATTR", "OPEN", "READ", "FLUSH", "CREATE", "GETXATTR",
+        ] {
+            assert!(is_sync(op), "{op}");
+        }
+        for op in [
+            "FORGET",
+            "BATCHFORGET",
+            "BATCH_FORGET",
+            "RELEASE",
+            "RELEASEDIR",
+            "INTERRUPT",
+            "UNKNOWN",
+        ] {
+            assert!(!is_sync(op), "{op}");
+        }
+        let r = Requests {
+            phase: "small/read".into(),
+            ops: 10.0,
+            counts: [("LOOKUP", 10), ("OPEN", 10), ("RELEASE", 10), ("FORGET", 3)]
+                .into_iter()
+                .map(|(op, n)| (op.to_string(), n))
+                .collect(),
+        };
+        assert_eq!(r.sync(), 20);
+    }
+
+    #[test]
+    fn floor_arithmetic() {
+        // 1 us native per op, 2 round trips of 4 us: 1 / (1 + 8).
+        let f = floor(1e-6, 2.0, 4e-6).unwrap();
+        assert!((f - 1.0 / 9.0).abs() < 1e-12, "{f}");
+        // No request the client waits for: native speed is reachable.
+        assert_eq!(floor(1e-6, 0.0, 4e-6), Some(1.0));
+        assert_eq!(floor(0.0, 2.0, 4e-6), None);
+        assert_eq!(floor(1e-6, f64::NAN, 4e-6), None);
+        assert_eq!(floor(1e-6, 2.0, f64::INFINITY), None);
+    }
+
+    fn row(name: &str, kind: Kind, native: f64, dfs: f64) -> Row {
+        Row {
+            name: name.into(),
+            unit: if kind == Kind::Rate { "ops/s" } else { "s" },
+            kind,
+            native: vec![native],
+            dfs: vec![dfs],
+        }
+    }
+
+    fn counted(phase: &str, ops: f64, counts: &[(&str, u64)]) -> Requests {
+        Requests {
+            phase: phase.into(),
+            ops,
+            counts: counts.iter().map(|&(op, n)| (op.into(), n)).collect(),
+        }
+    }
+
+    #[test]
+    fn floors_from_the_table() {
+        let mut t = Table::default();
+        // One empty round trip: 10 us (100,000 per second on dfs).
+        t.rows.push(row(ROUNDTRIP, Kind::Rate, 1e6, 1e5));
+        // 100,000 stats/s native (10 us each), 1 LOOKUP + 1 GETATTR each
+        // (and forgets, which do not count): 10 / (10 + 2 x 10) = 1/3.
+        t.rows.push(row("small/stat", Kind::Rate, 1e5, 2e4));
+        // A 2 s command with 100,000 requests waited for per run:
+        // 2 / (2 + 1) = 2/3.
+        t.rows.push(row("tree/du", Kind::Time, 2.0, 4.0));
+        t.rows.push(row("small/list", Kind::Rate, 1e5, 5e4));
+        for _ in 0..2 {
+            t.requests.push(counted(
+                "small/stat",
+                1000.0,
+                &[("LOOKUP", 1000), ("GETATTR", 1000), ("FORGET", 500)],
+            ));
+        }
+        t.requests.push(counted(
+            "tree/du",
+            1.0,
+            &[
+                ("READDIRPLUS", 60_000),
+                ("LOOKUP", 40_000),
+                ("RELEASEDIR", 9),
+            ],
+        ));
+        t.requests
+            .push(counted(ROUNDTRIP, 1000.0, &[("GETXATTR", 1000)]));
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        assert!(close(t.roundtrip_secs(), 1e-5));
+        assert!(close(t.sync_requests_per_op("small/stat"), 2.0));
+        assert!(close(t.floor(&t.rows[1]), 1.0 / 3.0));
+        assert!(close(t.floor(&t.rows[2]), 2.0 / 3.0));
+        // Not counted: no floor. The round-trip line has none either.
+        assert_eq!(t.floor(&t.rows[3]), None);
+        assert_eq!(t.floor(&t.rows[0]), None);
+        // No round trip measured: no floor anywhere.
+        t.rows.remove(0);
+        assert_eq!(t.floor(&t.rows[0]), None);
     }
 
     #[test]

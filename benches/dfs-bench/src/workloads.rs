@@ -1,6 +1,7 @@
 //! The workloads of issue 4, one function each. Every workload runs on the
 //! native directory and on the mount, alternating which goes first from one
-//! repetition to the next, and records its samples in the table.
+//! repetition to the next, and records its samples in the table (or on the
+//! mount alone, for the pass that only counts FUSE requests).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -10,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::daemon::Daemon;
-use crate::table::{Kind, Requests, Side, Table, timed};
+use crate::table::{Kind, ROUNDTRIP, Requests, Side, Table, timed};
 
 /// Workload sizes (the issue's values by default; --quick shrinks them).
 #[derive(Debug, Clone)]
@@ -47,6 +48,9 @@ pub struct Ctx<'a> {
     /// Count the FUSE requests of every timed phase on the mount (needs the
     /// daemon's fuser debug log; slows the daemon down).
     pub count_requests: bool,
+    /// Run the dfs side only: the counting pass after the timed ones, which
+    /// wants the requests of every phase, not its timings.
+    pub dfs_only: bool,
 }
 
 impl Ctx<'_> {
@@ -67,9 +71,20 @@ impl Ctx<'_> {
         }
     }
 
+    /// The sides this context runs: both, or dfs alone for a counting pass.
+    fn sides(&self) -> &'static [Side] {
+        if self.dfs_only {
+            &[Side::Dfs]
+        } else {
+            &[Side::Native, Side::Dfs]
+        }
+    }
+
     /// Repetitions × sides, alternating which side goes first.
     fn order(&self) -> Vec<(usize, Side)> {
-        order(self.reps)
+        let mut v = order(self.reps);
+        v.retain(|(_, side)| self.sides().contains(side));
+        v
     }
 
     /// Lets the daemon finish work queued by the previous step (forgets,
@@ -318,7 +333,7 @@ pub fn rand_read(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     let s = &ctx.sizes;
     let chunk = pattern(s.io_size, 2);
     let mut buf = vec![0u8; s.io_size];
-    for side in [Side::Native, Side::Dfs] {
+    for &side in ctx.sides() {
         let path = ctx.root(side).join("rand.dat");
         write_file(&path, &chunk, s.rand_bytes)?;
         read_whole(&path, &mut buf)?;
@@ -336,7 +351,7 @@ pub fn rand_read(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
             Ok(())
         })?;
     }
-    for side in [Side::Native, Side::Dfs] {
+    for &side in ctx.sides() {
         fs::remove_file(ctx.root(side).join("rand.dat"))?;
     }
     Ok(())
@@ -489,7 +504,7 @@ pub fn tree(ctx: &Ctx, t: &mut Table, tarball: &Path) -> io::Result<()> {
 /// directory). Fresh names every repetition, so no negative entry is reused.
 pub fn neg_lookup(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     let s = &ctx.sizes;
-    for side in [Side::Native, Side::Dfs] {
+    for &side in ctx.sides() {
         for tier in ctx.tier_dirs(side) {
             for d in 0..s.neg_dirs {
                 fs::create_dir_all(tier.join(format!("neg/d{d:03}")))?;
@@ -497,7 +512,7 @@ pub fn neg_lookup(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
         }
     }
     ctx.settle();
-    for side in [Side::Native, Side::Dfs] {
+    for &side in ctx.sides() {
         for d in 0..s.neg_dirs {
             fs::metadata(ctx.root(side).join(format!("neg/d{d:03}")))?;
         }
@@ -516,7 +531,7 @@ pub fn neg_lookup(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
             Ok(())
         })?;
     }
-    for side in [Side::Native, Side::Dfs] {
+    for &side in ctx.sides() {
         fs::remove_dir_all(ctx.root(side).join("neg"))?;
     }
     Ok(())
@@ -556,7 +571,7 @@ pub fn tier2(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
             read_all(&files, &mut buf, s.tier2_size)
         })?;
     }
-    for side in [Side::Native, Side::Dfs] {
+    for &side in ctx.sides() {
         for rep in 0..ctx.reps {
             fs::remove_dir_all(ctx.root(side).join(format!("tier2-r{rep}")))?;
         }
@@ -572,7 +587,7 @@ pub fn tier2(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
 pub fn roundtrip(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let n = ctx.sizes.roundtrips;
-    for side in [Side::Native, Side::Dfs] {
+    for &side in ctx.sides() {
         File::create(ctx.root(side).join("roundtrip"))?.write_all(b"x")?;
     }
     ctx.settle();
@@ -580,7 +595,7 @@ pub fn roundtrip(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     for (_, side) in ctx.order() {
         let f = File::open(ctx.root(side).join("roundtrip"))?;
         let fd = f.as_raw_fd();
-        ctx.rate(t, "roundtrip-getxattr", "ops/s", side, n as f64, || {
+        ctx.rate(t, ROUNDTRIP, "ops/s", side, n as f64, || {
             let mut b = [0u8; 64];
             for _ in 0..n {
                 // SAFETY: valid fd, NUL-terminated name, buffer and its length.
@@ -593,7 +608,7 @@ pub fn roundtrip(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
             Ok(())
         })?;
     }
-    for side in [Side::Native, Side::Dfs] {
+    for &side in ctx.sides() {
         fs::remove_file(ctx.root(side).join("roundtrip"))?;
     }
     Ok(())

@@ -361,8 +361,11 @@ fn apply(
     let child = core.held_child(p, &c.name);
     if !names {
         // Only writes: when they come through dfs's own open handles (a
-        // client writing with passthrough) the kernel saw them already.
-        if let Some(ino) = child.filter(|&i| !core.is_open(i)) {
+        // client writing with passthrough: the event carries the client's
+        // pid, and often arrives after its close) the kernel saw them
+        // already. Invalidating then is not only wasted: it raced exec and
+        // let a running binary be opened for writing (no ETXTBSY).
+        if let Some(ino) = child.filter(|&i| !core.written_through_dfs(i)) {
             inval.inode(ino, data);
         }
         return;

@@ -83,6 +83,23 @@ fn direct_changes_show(m: &Mount, limit: Duration) {
                     .any(|e| e.unwrap().file_name() == "delete")
         });
     }
+    // A file written through the mount, then written in place directly on
+    // its tier: dfs knows the version its own handle left, and the change
+    // around it still shows (size, content).
+    std::fs::write(m.m("a/inplace"), b"through dfs").unwrap();
+    warm(m, "a", &["inplace"]);
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(m.t(0, "a/inplace"))
+            .unwrap();
+        f.write_all(b", then beside it").unwrap();
+    }
+    eventually(limit, "in-place write on the tier", || {
+        fs::metadata(m.m("a/inplace")).map(|md| md.len()).ok() == Some(27)
+            && fs::read(m.m("a/inplace")).ok().as_deref() == Some(b"through dfs, then beside it")
+    });
     // A file created on pss that shadows one on sss takes over its name.
     fs::write(m.t(1, "b/shadow"), b"slow copy").unwrap();
     warm(m, "b", &["shadow"]);

@@ -191,6 +191,27 @@ pub struct Fs {
     /// The mover's state directories (`.dfs/tmp`, `.dfs/ids` of each
     /// tier), opened once instead of per moved file.
     state_dirs: parking_lot::Mutex<Vec<StateDir>>,
+    /// The version (size, mtime, ctime) of each file as its last handle
+    /// through dfs closed: the tier watcher's events for writes made
+    /// through dfs (passthrough writes carry the client's pid) are told
+    /// from writes by other programs by comparing against it.
+    released: IdMap<FileVersion>,
+}
+
+/// What changes when a file's data does: size, mtime and ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileVersion([i64; 5]);
+
+impl FileVersion {
+    fn of(st: &Stat) -> Self {
+        FileVersion([
+            st.st_size,
+            st.st_mtime,
+            st.st_mtime_nsec as i64,
+            st.st_ctime,
+            st.st_ctime_nsec as i64,
+        ])
+    }
 }
 
 /// An open state directory: (tier, sub-directory of `.dfs`) and its handle.
@@ -408,6 +429,7 @@ impl Fs {
             dir_ttl_ms: AtomicU64::new(1000),
             scan_guard: (0..64).map(|_| parking_lot::RwLock::new(())).collect(),
             state_dirs: parking_lot::Mutex::new(Vec::new()),
+            released: IdMap::default(),
         }
     }
 
@@ -489,24 +511,43 @@ impl Fs {
         rustix::fs::statat(fd, os(&name), AtFlags::SYMLINK_NOFOLLOW).ok()
     }
 
+    /// Every copy of `name` in the directory whose tier handles are `d`, in
+    /// tier order (as [`Fs::find_all`], without path walks).
+    fn find_all_at(&self, d: &DirFds, name: &[u8]) -> Result<Vec<(usize, Stat)>> {
+        let _scan = self.scan_lock(name).read();
+        let mut v = Vec::new();
+        for (i, fd) in d.fds.iter().enumerate() {
+            let Some(fd) = fd else { continue };
+            match rustix::fs::statat(fd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => v.push((i, st)),
+                Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(v)
+    }
+
+    /// [`Fs::union_ino`] of the copy of `name` on `tier` in the directory
+    /// whose tier handles are `d`.
+    fn ino_at(&self, d: &DirFds, tier: usize, name: &[u8], st: &Stat) -> u64 {
+        if carries_ino(st)
+            && self.ino_xattr
+            && self.tiers.get(tier).is_some_and(|t| t.carries_ids())
+            && let Some(fd) = d.fds.get(tier).and_then(|f| f.as_ref())
+            && let Some(ino) = read_ino_xattr(fd, name)
+        {
+            return ino;
+        }
+        self.nodes.ino_for(st.st_dev, st.st_ino)
+    }
+
     /// The winning copy of `name` in directory `d`: (tier, stat, node id).
     fn find_in(&self, d: &DirFds, name: &[u8]) -> Result<Option<(usize, Stat, u64)>> {
         let _scan = self.scan_lock(name).read();
         for (i, fd) in d.fds.iter().enumerate() {
             let Some(fd) = fd else { continue };
             match rustix::fs::statat(fd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => {
-                    let ino = if carries_ino(&st)
-                        && self.ino_xattr
-                        && self.tiers.get(i).is_some_and(|t| t.carries_ids())
-                    {
-                        read_ino_xattr(fd, name)
-                            .unwrap_or_else(|| self.nodes.ino_for(st.st_dev, st.st_ino))
-                    } else {
-                        self.nodes.ino_for(st.st_dev, st.st_ino)
-                    };
-                    return Ok(Some((i, st, ino)));
-                }
+                Ok(st) => return Ok(Some((i, st, self.ino_at(d, i, name, &st)))),
                 Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -1205,7 +1246,10 @@ impl Fs {
         let src = self.child(parent, name)?;
         let dst = self.child(newparent, newname)?;
         let _g = self.locks.lock_two((parent, name), (newparent, newname));
-        let src_copies = self.find_all(&src)?;
+        // Both directories through their cached tier handles: no path walks.
+        let pd = self.dir_fds(parent)?;
+        let nd = self.dir_fds(newparent)?;
+        let src_copies = self.find_all_at(&pd, name)?;
         let (ta, sst) = src_copies.first().copied().ok_or(Errno(libc::ENOENT))?;
         // Renaming a directory (or swapping names) changes where directories
         // are; a file rename does not (removed junk copies bump on their own).
@@ -1213,16 +1257,16 @@ impl Fs {
         if src == dst {
             return Ok(());
         }
-        let dst_copies = self.find_all(&dst)?;
+        let dst_copies = self.find_all_at(&nd, newname)?;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         if noreplace && !dst_copies.is_empty() {
             return Err(Errno(libc::EEXIST));
         }
-        let src_ino = self.union_ino(ta, &src, &sst);
+        let src_ino = self.ino_at(&pd, ta, name, &sst);
         if exchange {
             let (tb, dst_st) = dst_copies.first().copied().ok_or(Errno(libc::ENOENT))?;
-            let dst_ino = self.union_ino(tb, &dst, &dst_st);
+            let dst_ino = self.ino_at(&nd, tb, newname, &dst_st);
             self.exchange(c, &src, &src_copies, &dst, &dst_copies)?;
             self.nodes.rename(src_ino, parent, name, newparent, newname);
             self.nodes.rename(dst_ino, newparent, newname, parent, name);
@@ -1241,7 +1285,7 @@ impl Fs {
                 }
                 _ => {}
             }
-            dst_ino = Some(self.union_ino(*tb, &dst, dw));
+            dst_ino = Some(self.ino_at(&nd, *tb, newname, dw));
         }
         let (dst_parent, _) = split_parent(&dst);
         if !is_dir(&sst) {
@@ -1250,16 +1294,27 @@ impl Fs {
                 self.remove_copy(*i, &src, st)?;
             }
             // 2. The rename itself, on a's tier.
-            self.clone_parents(ta, dst_parent)?;
             let t = self.tier(ta)?;
             if let Some((_, st)) = dst_copies.iter().find(|(i, _)| *i == ta)
                 && is_dir(st)
             {
                 self.remove_copy(ta, &dst, st)?; // invisible junk under a file
             }
-            let (sd, sn) = t.parent(&src)?;
-            let (dd, dn) = t.parent(&dst)?;
-            self.checked(c, || rustix::fs::renameat(&sd, os(sn), &dd, os(dn)))?;
+            let sd = pd
+                .fds
+                .get(ta)
+                .and_then(|f| f.as_ref())
+                .ok_or(Errno(libc::ENOENT))?;
+            let opened;
+            let dd = match nd.fds.get(ta).and_then(|f| f.as_ref()) {
+                Some(fd) => fd,
+                None => {
+                    self.clone_parents(ta, dst_parent)?;
+                    opened = t.parent(&dst)?.0;
+                    &opened
+                }
+            };
+            self.checked(c, || rustix::fs::renameat(sd, os(name), dd, os(newname)))?;
             // 3. Copies of b on slower tiers are now shadowed: drop them.
             for (i, st) in dst_copies.iter().filter(|(i, _)| *i > ta).rev() {
                 self.remove_copy(*i, &dst, st)?;
@@ -1468,7 +1523,29 @@ impl Fs {
 
     /// Closes an open file.
     pub fn release(&self, fh: u64) {
-        self.files.remove(&fh);
+        if let Some((_, h)) = self.files.remove(&fh)
+            && let Ok(st) = rustix::fs::fstat(&h.file)
+        {
+            if self.released.len() > 65_536 {
+                self.released.clear();
+            }
+            self.released.insert(h.ino, FileVersion::of(&st));
+        }
+    }
+
+    /// Whether the data of file `ino` is as dfs's own handles left it: open
+    /// through dfs now, or unchanged since its last handle closed. The tier
+    /// watcher leaves such files' kernel caches alone (the kernel saw those
+    /// writes), and invalidates only for changes made around dfs.
+    pub fn written_through_dfs(&self, ino: u64) -> bool {
+        if self.is_open(ino) {
+            return true;
+        }
+        let Some(v) = self.released.get(&ino).map(|v| *v) else {
+            return false;
+        };
+        self.stat_cached(ino)
+            .is_some_and(|st| FileVersion::of(&st) == v)
     }
 
     /// fallocate on the backing file.

@@ -17,6 +17,7 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::fs::dir::resume_at;
 use crate::fs::nodes::IdMap;
 
 use crate::creds::Caller;
@@ -366,10 +367,14 @@ fn xattr_reply(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, Errno>) {
 
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Not FUSE_ATOMIC_O_TRUNC: with it the kernel sends O_TRUNC inside
+        // OPEN and checks for a running executable (ETXTBSY) only after
+        // dfs has already truncated the file, killing the program. Without
+        // it the kernel checks first and truncates by SETATTR.
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_EXPORT_SUPPORT;
         let caps = config.capabilities();
         if let Err(missing) = config.add_capabilities(wanted & caps) {
@@ -635,6 +640,11 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.core.lists_without_open() {
+            // ENOSYS tells the kernel to stop sending OPENDIR and
+            // RELEASEDIR for good: READDIR then comes with no handle.
+            return reply.error(FErrno::from_i32(libc::ENOSYS));
+        }
         match self.core.opendir(caller(req), ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(err(e)),
@@ -643,34 +653,27 @@ impl Filesystem for FuseFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let h = match self.core.dir_handle(fh.0) {
+        let h = match self.core.listing(caller(req), ino.0, fh.0, offset) {
             Ok(h) => h,
             Err(e) => return reply.error(err(e)),
         };
-        let mut off = offset;
-        if off == 0 {
-            if reply.add(ino, 1, FileType::Directory, ".") {
-                return reply.ok();
-            }
-            off = 1;
+        if offset == 0 && reply.add(ino, 1, FileType::Directory, ".") {
+            return reply.ok();
         }
-        if off == 1 {
-            if reply.add(INodeNo(1), 2, FileType::Directory, "..") {
-                return reply.ok();
-            }
-            off = 2;
+        if offset <= 1 && reply.add(INodeNo(1), 2, FileType::Directory, "..") {
+            return reply.ok();
         }
-        for (i, e) in h.entries.iter().enumerate().skip(off as usize - 2) {
+        for e in &h.entries[resume_at(&h.entries, offset)..] {
             let ino = INodeNo(self.core.entry_ino(e));
             if reply.add(
                 ino,
-                i as u64 + 3,
+                e.cookie,
                 dirent_type(e.kind),
                 OsStr::from_bytes(&e.name),
             ) {
@@ -682,45 +685,36 @@ impl Filesystem for FuseFs {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let h = match self.core.dir_handle(fh.0) {
+        let h = match self.core.listing(caller(req), ino.0, fh.0, offset) {
             Ok(h) => h,
             Err(e) => return reply.error(err(e)),
         };
-        let mut off = offset;
         // "." and ".." take no kernel reference; their attributes are not
         // used, so they carry the directory's own id and an empty attr.
-        if off < 2 {
+        if offset < 2 {
             let dot = match self.core.getattr(ino.0, None) {
                 Ok(a) => to_file_attr(&a),
                 Err(e) => return reply.error(err(e)),
             };
-            if off == 0 && reply.add(INodeNo(0), 1, ".", &Duration::ZERO, &dot, Generation(0)) {
+            if offset == 0 && reply.add(INodeNo(0), 1, ".", &Duration::ZERO, &dot, Generation(0)) {
                 return reply.ok();
             }
             if reply.add(INodeNo(0), 2, "..", &Duration::ZERO, &dot, Generation(0)) {
                 return reply.ok();
             }
-            off = 2;
         }
-        for (i, e) in h.entries.iter().enumerate().skip(off as usize - 2) {
+        for e in &h.entries[resume_at(&h.entries, offset)..] {
             let name = OsStr::from_bytes(&e.name);
             let full = match self.core.entry_lookup(&h, e) {
                 Ok(a) => {
                     let fa = to_file_attr(&a);
-                    if reply.add(
-                        fa.ino,
-                        i as u64 + 3,
-                        name,
-                        &self.ttl.entry,
-                        &fa,
-                        Generation(0),
-                    ) {
+                    if reply.add(fa.ino, e.cookie, name, &self.ttl.entry, &fa, Generation(0)) {
                         // The kernel did not take this entry: give the
                         // reference back.
                         self.core.forget(a.ino, 1);
@@ -735,7 +729,7 @@ impl Filesystem for FuseFs {
                     let blank = blank_attr(dirent_type(e.kind));
                     reply.add(
                         INodeNo(0),
-                        i as u64 + 3,
+                        e.cookie,
                         name,
                         &Duration::ZERO,
                         &blank,
@@ -765,12 +759,12 @@ impl Filesystem for FuseFs {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.core.fsyncdir(fh.0));
+        empty(reply, self.core.fsyncdir(ino.0, fh.0));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

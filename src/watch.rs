@@ -371,7 +371,8 @@ fn apply(
         return;
     }
     inval.entry(p, &c.name);
-    inval.inode(p, false);
+    // The directory's data too: the kernel keeps listings in its cache.
+    inval.inode(p, true);
     if let Some(ino) = child {
         inval.inode(ino, data);
     }

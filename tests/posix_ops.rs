@@ -1734,3 +1734,122 @@ fn offsets_beyond_4_gib() {
     assert_eq!(lstat(&m.t(0, "big")).unwrap().len(), 6u64 << 30);
     assert_eq!(lstat(&m.t(1, "low/big")).unwrap().len(), 6u64 << 30);
 }
+
+#[test]
+fn a_running_program_cannot_be_truncated_or_opened_for_writing() {
+    // The kernel refuses with ETXTBSY; dfs must not truncate the file before
+    // it does (an O_TRUNC carried inside OPEN would, and kill the program).
+    let m = Mount::builder().mount();
+    let bin = m.m("prog");
+    fs::copy("/bin/sleep", &bin).unwrap();
+    fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let len = fs::metadata("/bin/sleep").unwrap().len();
+    let mut child = std::process::Command::new(&bin).arg("30").spawn().unwrap();
+    for (what, flags) in [
+        ("O_WRONLY", libc::O_WRONLY),
+        ("O_RDWR", libc::O_RDWR),
+        ("O_RDONLY|O_TRUNC", libc::O_RDONLY | libc::O_TRUNC),
+        ("O_WRONLY|O_TRUNC", libc::O_WRONLY | libc::O_TRUNC),
+    ] {
+        let r = fs::OpenOptions::new()
+            .read(flags & libc::O_ACCMODE != libc::O_WRONLY)
+            .write(flags & libc::O_ACCMODE != libc::O_RDONLY)
+            .custom_flags(flags & libc::O_TRUNC)
+            .open(&bin);
+        assert_eq!(
+            r.err().and_then(|e| e.raw_os_error()),
+            Some(libc::ETXTBSY),
+            "{what} on a running program"
+        );
+        assert_eq!(
+            fs::metadata(m.t(0, "prog")).unwrap().len(),
+            len,
+            "after {what}"
+        );
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the program died");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(fs::read(&bin).unwrap(), fs::read("/bin/sleep").unwrap());
+}
+
+#[test]
+fn a_listing_returns_every_name_present_throughout_exactly_once_while_the_directory_changes() {
+    // Names are added and removed (through the mount) in the middle of a
+    // listing read in small pieces: names present throughout must each
+    // come exactly once, and no name twice (POSIX; what ext4 gives).
+    let m = Mount::builder()
+        .setup(|t| {
+            fs::create_dir(t[0].join("d")).unwrap();
+            fs::create_dir(t[1].join("d")).unwrap();
+            for i in 0..3000 {
+                fs::File::create(t[i % 2].join(format!("d/n{i:04}"))).unwrap();
+            }
+        })
+        .mount();
+    let dir = fs::File::open(m.m("d")).unwrap();
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    let mut buf = vec![0u8; 1024];
+    let mut read_some = |limit: usize, seen: &mut Vec<Vec<u8>>| -> bool {
+        let mut got = 0;
+        while got < limit {
+            // SAFETY: valid fd and buffer.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    dir.as_raw_fd(),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+            assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
+            if n == 0 {
+                return false;
+            }
+            let mut off = 0usize;
+            while off < n as usize {
+                let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+                let name = &buf[off + 19..off + reclen];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if name != b"." && name != b".." {
+                    seen.push(name.to_vec());
+                    got += 1;
+                }
+                off += reclen;
+            }
+        }
+        true
+    };
+    assert!(read_some(1000, &mut seen));
+    let mut removed = HashSet::new();
+    for i in (0..3000).step_by(10) {
+        let name = format!("n{i:04}");
+        fs::remove_file(m.m(&format!("d/{name}"))).unwrap();
+        removed.insert(name.into_bytes());
+    }
+    for i in 0..300 {
+        fs::File::create(m.m(&format!("d/new{i:03}"))).unwrap();
+    }
+    while read_some(usize::MAX, &mut seen) {}
+    let mut counts: std::collections::HashMap<&[u8], usize> = Default::default();
+    for n in &seen {
+        *counts.entry(n).or_default() += 1;
+    }
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert!(twice.is_empty(), "listed more than once: {twice:?}");
+    for i in 0..3000 {
+        let name = format!("n{i:04}").into_bytes();
+        if !removed.contains(&name) {
+            assert_eq!(
+                counts.get(name.as_slice()),
+                Some(&1),
+                "{} was present throughout",
+                String::from_utf8_lossy(&name)
+            );
+        }
+    }
+}

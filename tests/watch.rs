@@ -58,6 +58,9 @@ fn direct_changes_show(m: &Mount, limit: Duration) {
         fs::write(m.t(tier, &format!("{dir}/create")), b"new file").unwrap();
         eventually(limit, &format!("tier {tier}: created file"), || {
             fs::read(m.m(&format!("{dir}/create"))).ok().as_deref() == Some(b"new file")
+                && fs::read_dir(m.m(dir))
+                    .unwrap()
+                    .any(|e| e.unwrap().file_name() == "create")
         });
         // Replace (rename over, new size and content).
         fs::write(m.t(tier, &format!("{dir}/.tmp")), b"replaced, longer").unwrap();
@@ -99,6 +102,21 @@ fn direct_changes_show(m: &Mount, limit: Duration) {
     eventually(limit, "in-place write on the tier", || {
         fs::metadata(m.m("a/inplace")).map(|md| md.len()).ok() == Some(27)
             && fs::read(m.m("a/inplace")).ok().as_deref() == Some(b"through dfs, then beside it")
+    });
+    // A directory on both tiers, listed (the kernel keeps the listing):
+    // a name added on the tier whose copy is not the one stat shows leaves
+    // the directory's own attributes as they were, and still shows.
+    fs::create_dir_all(m.t(0, "both")).unwrap();
+    fs::create_dir_all(m.t(1, "both")).unwrap();
+    fs::write(m.t(0, "both/fast"), b"f").unwrap();
+    warm(m, "both", &["fast"]);
+    fs::write(m.t(1, "both/slow"), b"s").unwrap();
+    eventually(limit, "name added on the slower tier's copy", || {
+        let names: Vec<_> = fs::read_dir(m.m("both"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.len() == 2 && names.iter().any(|n| n == "slow")
     });
     // A file created on pss that shadows one on sss takes over its name.
     fs::write(m.t(1, "b/shadow"), b"slow copy").unwrap();

@@ -1,9 +1,15 @@
 //! Merged directory listings.
 //!
-//! A listing is built once per open directory handle (the union of every
-//! tier's copy, each name once, from its winning tier) and then served by
-//! index, so readdir offsets stay valid for the life of the handle and a
-//! large directory costs linear time.
+//! A listing is the union of every tier's copy of a directory, each name
+//! once, from its winning tier. It is built when a listing starts (offset
+//! 0) and kept, so a large directory costs linear time. Its entries are
+//! ordered by a hash of their names, and each entry's readdir offset (its
+//! *cookie*) is that hash: an offset names a place in the name space, not
+//! in one snapshot, so it stays valid across snapshots. That lets dfs serve
+//! listings without OPENDIR (the kernel then sends READDIR with no handle,
+//! and two requests of one listing may be served from different snapshots):
+//! a name present throughout a listing is returned exactly once, as on
+//! ext4, whose hashed directories work the same way.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -29,6 +35,27 @@ pub struct DirEntry {
     pub kind: FileType,
     /// The entry's node id as stat shows it (filled in by the core).
     pub ino: u64,
+    /// Its readdir offset: a hash of the name (see the module doc).
+    pub cookie: u64,
+}
+
+/// First cookie of a name (offsets 0, 1 and 2 are the start, "." and "..").
+/// std's SipHash with its fixed keys: stable for the life of the process,
+/// which is as long as a directory stream lives.
+fn cookie_of(name: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(name);
+    (h.finish() >> 1).max(3)
+}
+
+/// Index of the first entry of `entries` (sorted by cookie) to serve after
+/// readdir offset `offset`.
+pub fn resume_at(entries: &[DirEntry], offset: u64) -> usize {
+    if offset < 3 {
+        return 0;
+    }
+    entries.partition_point(|e| e.cookie <= offset)
 }
 
 /// An open directory: the merged names, plus an open handle on every
@@ -37,7 +64,7 @@ pub struct DirEntry {
 pub struct DirHandle {
     /// Node id of the directory.
     pub ino: u64,
-    /// Names in listing order; offsets are indices + 1 after "." and "..".
+    /// Names in cookie order.
     pub entries: Vec<DirEntry>,
     /// Open handles on the directory's copies, by tier.
     pub fds: Vec<Option<OwnedFd>>,
@@ -98,6 +125,7 @@ pub fn list(copies: &[Option<OwnedFd>], ino: u64, is_root: bool) -> Result<DirHa
                     d_ino: ent.ino(),
                     kind: ent.file_type(),
                     ino: 0,
+                    cookie: cookie_of(name),
                 });
             }
         }
@@ -109,7 +137,15 @@ pub fn list(copies: &[Option<OwnedFd>], ino: u64, is_root: bool) -> Result<DirHa
     if !found {
         return Err(Errno(libc::ENOENT));
     }
-    let entries = per_tier.into_iter().flatten().collect();
+    let mut entries: Vec<DirEntry> = per_tier.into_iter().flatten().collect();
+    entries.sort_unstable_by(|a, b| (a.cookie, &a.name).cmp(&(b.cookie, &b.name)));
+    // Two names with one hash (about 1 in 10^9 for 10^5 names) get
+    // consecutive cookies, so every entry's offset is its own.
+    for i in 1..entries.len() {
+        if entries[i].cookie <= entries[i - 1].cookie {
+            entries[i].cookie = entries[i - 1].cookie + 1;
+        }
+    }
     Ok(DirHandle { ino, entries, fds })
 }
 

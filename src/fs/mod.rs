@@ -196,6 +196,8 @@ pub struct Fs {
     /// through dfs (passthrough writes carry the client's pid) are told
     /// from writes by other programs by comparing against it.
     released: IdMap<FileVersion>,
+    /// The latest listing of each directory listed without OPENDIR.
+    listings: IdMap<Arc<DirHandle>>,
 }
 
 /// What changes when a file's data does: size, mtime and ctime.
@@ -430,6 +432,7 @@ impl Fs {
             scan_guard: (0..64).map(|_| parking_lot::RwLock::new(())).collect(),
             state_dirs: parking_lot::Mutex::new(Vec::new()),
             released: IdMap::default(),
+            listings: IdMap::default(),
         }
     }
 
@@ -1589,8 +1592,51 @@ impl Fs {
 
     // ---- directories -------------------------------------------------------
 
-    /// Opens a directory: builds its merged listing once.
+    /// Opens a directory: builds its merged listing for the handle.
     pub fn opendir(&self, c: Caller, ino: u64) -> Result<u64> {
+        let h = self.build_listing(c, ino)?;
+        let fh = self.fh();
+        self.dirs.insert(fh, Arc::new(h));
+        Ok(fh)
+    }
+
+    /// Whether directories are listed without OPENDIR. Then a listing
+    /// costs one round trip less, and the kernel keeps listings in its
+    /// cache until the directory changes: through dfs (the kernel sees it)
+    /// or on a tier (the watcher invalidates the directory). So only while
+    /// the tiers are watched (no other way to learn of a name added on a
+    /// tier whose copy of the directory is not the one stat shows), and
+    /// when the kernel checks permissions (`default_permissions`: nothing
+    /// is left for an open to check).
+    pub fn lists_without_open(&self) -> bool {
+        self.opts.kernel_permissions && self.dir_ttl_ms.load(Ordering::Relaxed) == u64::MAX
+    }
+
+    /// The listing to serve a READDIR of directory `ino` at `offset` from:
+    /// the handle's own, or without a handle (`fh` 0: no OPENDIR) a fresh
+    /// one at offset 0 and the directory's latest one after that (offsets
+    /// are name cookies, valid across snapshots; see [`dir`]).
+    pub fn listing(&self, c: Caller, ino: u64, fh: u64, offset: u64) -> Result<Arc<DirHandle>> {
+        if fh != 0 {
+            return self.dir_handle(fh);
+        }
+        if offset != 0
+            && let Some(h) = self.listings.get(&ino)
+        {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(self.build_listing(c, ino)?);
+        // A bound on memory and open handles; a listing dropped here is
+        // rebuilt by its next request.
+        if self.listings.len() >= 1024 {
+            self.listings.clear();
+        }
+        self.listings.insert(ino, h.clone());
+        Ok(h)
+    }
+
+    /// The merged listing of directory `ino`, as of now.
+    fn build_listing(&self, c: Caller, ino: u64) -> Result<DirHandle> {
         if !self.opts.kernel_permissions {
             self.access(c, ino, libc::R_OK)?;
         }
@@ -1612,9 +1658,7 @@ impl Fs {
         for e in h.entries.iter_mut() {
             e.ino = self.listed_ino(&h.fds, e);
         }
-        let fh = self.fh();
-        self.dirs.insert(fh, Arc::new(h));
-        Ok(fh)
+        Ok(h)
     }
 
     /// The open directory behind `fh`.
@@ -1689,11 +1733,26 @@ impl Fs {
         self.dirs.remove(&fh);
     }
 
-    /// fsync of every tier's copy of a directory.
-    pub fn fsyncdir(&self, fh: u64) -> Result<()> {
-        let h = self.dir_handle(fh)?;
-        for fd in h.fds.iter().flatten() {
-            rustix::fs::fsync(fd)?;
+    /// fsync of every tier's copy of directory `ino` (through its handle
+    /// `fh`, or without one when listings need no OPENDIR).
+    pub fn fsyncdir(&self, ino: u64, fh: u64) -> Result<()> {
+        if fh != 0 {
+            let h = self.dir_handle(fh)?;
+            for fd in h.fds.iter().flatten() {
+                rustix::fs::fsync(fd)?;
+            }
+            return Ok(());
+        }
+        let d = self.dir_fds(ino)?;
+        for fd in d.fds.iter().flatten() {
+            // The cached handles are O_PATH: open the directory to sync it.
+            let f = rustix::fs::openat(
+                fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            rustix::fs::fsync(&f)?;
         }
         Ok(())
     }

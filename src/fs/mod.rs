@@ -198,6 +198,8 @@ pub struct Fs {
     released: IdMap<FileVersion>,
     /// The latest listing of each directory listed without OPENDIR.
     listings: IdMap<Arc<DirHandle>>,
+    /// Open handles per node (`files` is by handle number).
+    open_counts: IdMap<u32>,
 }
 
 /// What changes when a file's data does: size, mtime and ctime.
@@ -433,6 +435,7 @@ impl Fs {
             state_dirs: parking_lot::Mutex::new(Vec::new()),
             released: IdMap::default(),
             listings: IdMap::default(),
+            open_counts: IdMap::default(),
         }
     }
 
@@ -1098,14 +1101,10 @@ impl Fs {
         });
         match made {
             Ok((a, fd)) => {
-                let fh = self.fh();
-                self.files.insert(
-                    fh,
-                    Arc::new(FileHandle {
-                        ino: a.ino,
-                        file: File::from(fd),
-                    }),
-                );
+                let fh = self.register(FileHandle {
+                    ino: a.ino,
+                    file: File::from(fd),
+                });
                 Ok((a, fh))
             }
             Err(Errno(libc::EEXIST)) if flags & libc::O_EXCL == 0 => {
@@ -1429,14 +1428,10 @@ impl Fs {
                 self.checked(c, || t.open(&rel, open_flags(flags)))?
             }
         };
-        let fh = self.fh();
-        self.files.insert(
-            fh,
-            Arc::new(FileHandle {
-                ino,
-                file: File::from(fd),
-            }),
-        );
+        let fh = self.register(FileHandle {
+            ino,
+            file: File::from(fd),
+        });
         self.access
             .record(ino, flags & libc::O_ACCMODE != libc::O_WRONLY);
         Ok(fh)
@@ -1463,9 +1458,18 @@ impl Fs {
         &self.switch[self.switch_index(ino)]
     }
 
-    /// Whether any handle on node `ino` is open.
+    /// Whether any handle on node `ino` is open (asked by the mover and
+    /// by the tier watcher for every write event: a lookup, not a scan).
     pub fn is_open(&self, ino: u64) -> bool {
-        self.files.iter().any(|h| h.ino == ino)
+        self.open_counts.get(&ino).is_some_and(|n| *n > 0)
+    }
+
+    /// Makes `h` an open handle; returns its number.
+    fn register(&self, h: FileHandle) -> u64 {
+        *self.open_counts.entry(h.ino).or_insert(0) += 1;
+        let fh = self.fh();
+        self.files.insert(fh, Arc::new(h));
+        fh
     }
 
     /// The open file behind `fh`.
@@ -1526,9 +1530,14 @@ impl Fs {
 
     /// Closes an open file.
     pub fn release(&self, fh: u64) {
-        if let Some((_, h)) = self.files.remove(&fh)
-            && let Ok(st) = rustix::fs::fstat(&h.file)
-        {
+        let Some((_, h)) = self.files.remove(&fh) else {
+            return;
+        };
+        if let Some(mut n) = self.open_counts.get_mut(&h.ino) {
+            *n = n.saturating_sub(1);
+        }
+        self.open_counts.remove_if(&h.ino, |_, n| *n == 0);
+        if let Ok(st) = rustix::fs::fstat(&h.file) {
             if self.released.len() > 65_536 {
                 self.released.clear();
             }

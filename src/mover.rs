@@ -474,7 +474,11 @@ impl Mover {
         let next = AtomicUsize::new(0);
         let copied_bytes = AtomicU64::new(0);
         std::thread::scope(|scope| {
-            let (copied_tx, copied) = std::sync::mpsc::channel::<(usize, Prepared)>();
+            // Bounded, so the copies (each an open temporary, and its space
+            // on the destination) stay at most a few batches ahead of
+            // their switch however long the plan.
+            let (copied_tx, copied) =
+                std::sync::mpsc::sync_channel::<(usize, Prepared)>(BATCH_FILES);
             // One batch waits while another commits: copies stay at most
             // two batches ahead of their switch.
             let (to_commit, batches) = std::sync::mpsc::sync_channel::<Batch>(1);

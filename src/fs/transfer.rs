@@ -343,10 +343,13 @@ impl Fs {
             sname: Vec<u8>,
             ids: Arc<OwnedFd>,
             pinned: bool,
+            /// The source as it was once pinned: it must still be exactly
+            /// this when its name is removed.
+            pinned_st: Stat,
         }
         let mut go: Vec<Go> = Vec::new();
         for p in ready {
-            type Parts = (OwnedFd, Vec<u8>, OwnedFd, Vec<u8>, Arc<OwnedFd>, bool);
+            type Parts = (OwnedFd, Vec<u8>, OwnedFd, Vec<u8>, Arc<OwnedFd>, bool, Stat);
             let check = (|| -> Result<std::result::Result<Parts, Skip>> {
                 if self.is_open(p.ino) {
                     return Ok(Err(Skip::Busy));
@@ -380,11 +383,21 @@ impl Fs {
                     Err(rustix::io::Errno::EXIST) => false, // pinned by an earlier move
                     Err(e) => return Err(e.into()),
                 };
+                let pinned_st =
+                    match rustix::fs::statat(&sdir, os(sname), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) if st.st_ino == p.st.st_ino && st.st_dev == p.st.st_dev => st,
+                        _ => {
+                            if pinned {
+                                let _ = rustix::fs::unlinkat(&*ids, pin.as_str(), AtFlags::empty());
+                            }
+                            return Ok(Err(Skip::Changed));
+                        }
+                    };
                 let (dname, sname) = (dname.to_vec(), sname.to_vec());
-                Ok(Ok((ddir, dname, sdir, sname, ids, pinned)))
+                Ok(Ok((ddir, dname, sdir, sname, ids, pinned, pinned_st)))
             })();
             match check {
-                Ok(Ok((ddir, dname, sdir, sname, ids, pinned))) => go.push(Go {
+                Ok(Ok((ddir, dname, sdir, sname, ids, pinned, pinned_st))) => go.push(Go {
                     p,
                     ddir,
                     dname,
@@ -392,6 +405,7 @@ impl Fs {
                     sname,
                     ids,
                     pinned,
+                    pinned_st,
                 }),
                 Ok(Err(why)) => {
                     abandon(&p);
@@ -424,7 +438,7 @@ impl Fs {
             }
         }
         // Only once the copies are durably in place may the sources go.
-        let go = if sync_dirs(placed.iter().map(|g| &g.ddir)).is_ok() {
+        let mut go = if sync_dirs(placed.iter().map(|g| &g.ddir)).is_ok() {
             placed
         } else {
             // Both copies stay, identical; the faster one wins and the next
@@ -445,16 +459,61 @@ impl Fs {
         scans.dedup();
         {
             let _no_scans: Vec<_> = scans.iter().map(|&i| self.scan_guard[i].write()).collect();
-            for g in &go {
-                if let Err(e) = rustix::fs::unlinkat(&g.sdir, os(&g.sname), AtFlags::empty()) {
-                    // Both copies stay, identical; the faster one wins and
-                    // the next pass tries again.
-                    log::warn!("mover: cannot remove the source of {:?}: {e}", os(&g.p.rel));
-                }
-                if let Ok(node) = self.nodes.get(g.p.ino) {
-                    node.set_tier(g.p.to);
+            let mut removed: Vec<Go> = Vec::new();
+            let mut undone: Vec<Go> = Vec::new();
+            for g in std::mem::take(&mut go) {
+                // The source name must still be the very file that was
+                // copied: a client may have renamed another file onto it,
+                // linked, truncated or changed it since the check.
+                let same = rustix::fs::statat(&g.sdir, os(&g.sname), AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|now| {
+                        now.st_ino == g.pinned_st.st_ino
+                            && now.st_dev == g.pinned_st.st_dev
+                            && now.st_nlink == g.pinned_st.st_nlink
+                            && same_version(&g.pinned_st, &now)
+                    });
+                let outcome = if same {
+                    rustix::fs::unlinkat(&g.sdir, os(&g.sname), AtFlags::empty())
+                        .map_err(|e| Err(Errno::from(e)))
+                } else {
+                    Err(Ok(Outcome::Skipped(Skip::Changed)))
+                };
+                match outcome {
+                    Ok(()) => {
+                        if let Ok(node) = self.nodes.get(g.p.ino) {
+                            node.set_tier(g.p.to);
+                        }
+                        removed.push(g);
+                    }
+                    Err(r) => {
+                        if let Err(e) = &r {
+                            log::warn!(
+                                "mover: cannot remove the source of {:?}: {e}",
+                                os(&g.p.rel)
+                            );
+                        }
+                        // The source stays the file; take back the copy
+                        // (if it is still ours) and the pin.
+                        if let Ok(tmp) = rustix::fs::fstat(&g.p.tmp)
+                            && rustix::fs::statat(&g.ddir, os(&g.dname), AtFlags::SYMLINK_NOFOLLOW)
+                                .is_ok_and(|d| d.st_ino == tmp.st_ino && d.st_dev == tmp.st_dev)
+                        {
+                            let _ = rustix::fs::unlinkat(&g.ddir, os(&g.dname), AtFlags::empty());
+                        }
+                        if g.pinned {
+                            let _ = rustix::fs::unlinkat(
+                                &*g.ids,
+                                format!("{:016x}", g.p.ino).as_str(),
+                                AtFlags::empty(),
+                            );
+                        }
+                        out.push((g.p.rel.clone(), r));
+                        undone.push(g);
+                    }
                 }
             }
+            let _ = sync_dirs(undone.iter().map(|g| &g.ddir));
+            go = removed;
         }
         // Opens of the moved files go on, to their new tier.
         drop(_switch);

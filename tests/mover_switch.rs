@@ -1,0 +1,119 @@
+//! The mover's switch against a client changing the file between its copy
+//! and its switch, driven through the core (no mount): the client's change
+//! wins, nothing is lost, and no copy is left behind.
+
+use std::fs;
+use std::path::Path;
+
+use dfs::config::Config;
+use dfs::creds::Caller;
+use dfs::fs::nodes::ROOT;
+use dfs::fs::transfer::{Outcome, Skip};
+use dfs::fs::{Fs, Options};
+
+fn core(roots: &[&Path]) -> Fs {
+    let mut text = String::new();
+    for (i, r) in roots.iter().enumerate() {
+        text.push_str(&format!(
+            "[[tier]]\nname = \"t{i}\"\npath = {:?}\n",
+            r.display().to_string()
+        ));
+    }
+    let cfg = Config::parse(&text, None).expect("config");
+    let tiers = dfs::tiers::TierSet::open(&cfg, None, false, true).expect("open tiers");
+    let policy = dfs::policy::from_config(&cfg).expect("policy");
+    Fs::new(
+        tiers,
+        policy,
+        Options {
+            kernel_permissions: true,
+        },
+    )
+}
+
+fn tmp_entries(tier: &Path) -> usize {
+    fs::read_dir(tier.join(".dfs/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Moves `d/f` from tier `from` to tier `to`, letting `meddle` act on the
+/// tiers between the copy and the switch; returns the switch's outcome.
+fn move_with(fs: &Fs, from: usize, to: usize, meddle: impl FnOnce()) -> Outcome {
+    let prepared = fs
+        .prepare_move(b"d/f", from, to, &mut |_| {})
+        .expect("prepare")
+        .expect("movable");
+    meddle();
+    let mut out = fs.commit_moves(vec![prepared]);
+    assert_eq!(out.len(), 1);
+    out.pop().unwrap().1.expect("commit")
+}
+
+#[test]
+fn a_file_renamed_onto_the_source_between_copy_and_switch_is_kept() {
+    for (from, to) in [(0, 1), (1, 0)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        for t in [&a, &b] {
+            fs::create_dir_all(t.join("d")).unwrap();
+        }
+        let roots = [a.as_path(), b.as_path()];
+        fs::write(roots[from].join("d/f"), b"old contents").unwrap();
+        let core = core(&roots);
+        let d = core.lookup(ROOT, b"d").unwrap().ino;
+        core.lookup(d, b"f").unwrap();
+        fs::write(roots[from].join("d/new"), b"the client's new file").unwrap();
+        core.lookup(d, b"new").unwrap();
+        let outcome = move_with(&core, from, to, || {
+            core.rename(Caller::ROOT, d, b"new", d, b"f", 0).unwrap();
+        });
+        assert!(
+            matches!(outcome, Outcome::Skipped(Skip::Changed)),
+            "{from}->{to}: {outcome:?}"
+        );
+        assert_eq!(
+            fs::read(roots[from].join("d/f")).unwrap(),
+            b"the client's new file"
+        );
+        assert!(
+            !roots[to].join("d/f").exists(),
+            "{from}->{to}: the copy was left"
+        );
+        assert_eq!(tmp_entries(roots[to]), 0);
+        assert_eq!(
+            fs::read_dir(roots[from].join(".dfs/ids"))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0,
+            "{from}->{to}: the pin was left"
+        );
+    }
+}
+
+#[test]
+fn a_file_changed_between_copy_and_switch_keeps_its_change() {
+    for (from, to) in [(0, 1), (1, 0)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        for t in [&a, &b] {
+            fs::create_dir_all(t.join("d")).unwrap();
+        }
+        let roots = [a.as_path(), b.as_path()];
+        fs::write(roots[from].join("d/f"), b"before").unwrap();
+        let core = core(&roots);
+        let d = core.lookup(ROOT, b"d").unwrap().ino;
+        core.lookup(d, b"f").unwrap();
+        let outcome = move_with(&core, from, to, || {
+            // Same size, so only mtime/ctime tell.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            fs::write(roots[from].join("d/f"), b"after!").unwrap();
+        });
+        assert!(
+            matches!(outcome, Outcome::Skipped(Skip::Changed)),
+            "{from}->{to}: {outcome:?}"
+        );
+        assert_eq!(fs::read(roots[from].join("d/f")).unwrap(), b"after!");
+        assert!(!roots[to].join("d/f").exists());
+    }
+}

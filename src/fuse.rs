@@ -669,7 +669,12 @@ impl Filesystem for FuseFs {
         if offset <= 1 && reply.add(INodeNo(1), 2, FileType::Directory, "..") {
             return reply.ok();
         }
-        for e in &h.entries[resume_at(&h.entries, offset)..] {
+        let rest = &h.entries[resume_at(&h.entries, offset)..];
+        if rest.is_empty() && fh.0 == 0 && offset != 0 {
+            // The end of a listing without a handle: drop its snapshot.
+            self.core.end_listing(ino.0);
+        }
+        for e in rest {
             let ino = INodeNo(self.core.entry_ino(e));
             if reply.add(
                 ino,
@@ -709,7 +714,12 @@ impl Filesystem for FuseFs {
                 return reply.ok();
             }
         }
-        for e in &h.entries[resume_at(&h.entries, offset)..] {
+        let rest = &h.entries[resume_at(&h.entries, offset)..];
+        if rest.is_empty() && fh.0 == 0 && offset != 0 {
+            // The end of a listing without a handle: drop its snapshot.
+            self.core.end_listing(ino.0);
+        }
+        for e in rest {
             let name = OsStr::from_bytes(&e.name);
             let full = match self.core.entry_lookup(&h, e) {
                 Ok(a) => {

@@ -46,7 +46,9 @@ fn cookie_of(name: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = std::hash::DefaultHasher::new();
     h.write(name);
-    (h.finish() >> 1).max(3)
+    // 62 bits: far below 2^63 (offsets are signed in the kernel) even
+    // after collisions bump a cookie.
+    (h.finish() >> 2).max(3)
 }
 
 /// Index of the first entry of `entries` (sorted by cookie) to serve after

@@ -1533,16 +1533,18 @@ impl Fs {
         let Some((_, h)) = self.files.remove(&fh) else {
             return;
         };
-        if let Some(mut n) = self.open_counts.get_mut(&h.ino) {
-            *n = n.saturating_sub(1);
-        }
-        self.open_counts.remove_if(&h.ino, |_, n| *n == 0);
+        // The version first, then the count: the watcher never sees the
+        // file neither open nor recorded.
         if let Ok(st) = rustix::fs::fstat(&h.file) {
             if self.released.len() > 65_536 {
                 self.released.clear();
             }
             self.released.insert(h.ino, FileVersion::of(&st));
         }
+        if let Some(mut n) = self.open_counts.get_mut(&h.ino) {
+            *n = n.saturating_sub(1);
+        }
+        self.open_counts.remove_if(&h.ino, |_, n| *n == 0);
     }
 
     /// Whether the data of file `ino` is as dfs's own handles left it: open
@@ -1735,6 +1737,12 @@ impl Fs {
         self.nodes
             .remember(a.ino, kind_of(&st), e.tier, h.ino, &e.name);
         Ok(a)
+    }
+
+    /// A listing without a handle reached its end: its snapshot is no
+    /// longer needed (a later request rebuilds one).
+    pub fn end_listing(&self, ino: u64) {
+        self.listings.remove(&ino);
     }
 
     /// Closes a directory handle.

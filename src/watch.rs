@@ -14,6 +14,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::fs::Fs;
 use crate::fs::nodes::ROOT;
@@ -166,7 +167,35 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
     // directories the kernel holds: resolved once, not per event.
     let mut handles: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
     let mut parents: HashMap<Vec<u8>, u64> = HashMap::new();
+    // Directories whose names changed get a second invalidation a moment
+    // later: the kernel may have been filling its cached listing from a
+    // snapshot dfs took just before the change, which the first one (sent
+    // before the listing reached the kernel's cache) could not remove.
+    let mut recheck: Vec<(Instant, u64)> = Vec::new();
     loop {
+        let now = Instant::now();
+        recheck.retain(|&(due, ino)| {
+            if due <= now {
+                inval.inode(ino, true);
+            }
+            due > now
+        });
+        if let Some(wait) = recheck
+            .iter()
+            .map(|(due, _)| due.saturating_duration_since(now))
+            .min()
+        {
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = wait.as_millis().clamp(1, 1000) as libc::c_int;
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, ms) } == 0 {
+                continue; // the recheck is due
+            }
+        }
         // SAFETY: reading into our buffer.
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
@@ -174,7 +203,13 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            log::error!("tier watcher stopped: {e}");
+            // Fall back to what an unwatched mount trusts: dfs's own
+            // directory handles expire again. (Listings the kernel already
+            // caches are refreshed only by changes made through dfs.)
+            core.set_dir_cache_lifetime(Some(Duration::from_secs(1)));
+            log::error!(
+                "tier watcher stopped: {e}; changes made directly on the tiers may not show until remount"
+            );
             return;
         }
         // Per changed name: (content changed, name or attributes changed).
@@ -276,7 +311,12 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
             handles.clear();
         }
         for (c, (data, names)) in changes {
-            apply(&core, inval.as_ref(), &mut parents, &c, data, names);
+            if let Some(dir) = apply(&core, inval.as_ref(), &mut parents, &c, data, names)
+                && !recheck.iter().any(|&(_, d)| d == dir)
+                && recheck.len() < 4096
+            {
+                recheck.push((Instant::now() + RECHECK, dir));
+            }
         }
     }
 }
@@ -322,6 +362,12 @@ fn union_dir(f: &Fsid, handle: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// How long after a change to a directory's names its listing is
+/// invalidated a second time (see `recheck` in `run`).
+const RECHECK: Duration = Duration::from_millis(200);
+
+/// Tells the kernel to forget what change `c` made stale. Returns the
+/// directory whose listing it invalidated, if any.
 fn apply(
     core: &Fs,
     inval: &dyn Invalidate,
@@ -329,12 +375,12 @@ fn apply(
     c: &Change,
     data: bool,
     names: bool,
-) {
+) -> Option<u64> {
     if c.dir.starts_with(crate::tiers::STATE_DIR.as_bytes())
         && (c.dir.len() == crate::tiers::STATE_DIR.len()
             || c.dir[crate::tiers::STATE_DIR.len()] == b'/')
     {
-        return; // dfs's own state
+        return None; // dfs's own state
     }
     let parent = if c.dir.is_empty() {
         Some(ROOT)
@@ -348,27 +394,24 @@ fn apply(
         p
     };
     // The kernel holds nothing below a directory it does not hold.
-    let Some(p) = parent else {
-        return;
-    };
+    let p = parent?;
     if names {
         core.dirs_changed();
     }
     if c.name == b"." || c.name.is_empty() {
         inval.inode(p, false);
-        return;
+        return None;
     }
     let child = core.held_child(p, &c.name);
     if !names {
         // Only writes: when they come through dfs's own open handles (a
         // client writing with passthrough: the event carries the client's
         // pid, and often arrives after its close) the kernel saw them
-        // already. Invalidating then is not only wasted: it raced exec and
-        // let a running binary be opened for writing (no ETXTBSY).
+        // already, and invalidating would only cost.
         if let Some(ino) = child.filter(|&i| !core.written_through_dfs(i)) {
             inval.inode(ino, data);
         }
-        return;
+        return None;
     }
     inval.entry(p, &c.name);
     // The directory's data too: the kernel keeps listings in its cache.
@@ -381,4 +424,5 @@ fn apply(
         OsStr::from_bytes(&c.name),
         OsStr::from_bytes(&c.dir)
     );
+    Some(p)
 }

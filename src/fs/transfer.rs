@@ -343,13 +343,13 @@ impl Fs {
             sname: Vec<u8>,
             ids: Arc<OwnedFd>,
             pinned: bool,
-            /// The source as it was once pinned: it must still be exactly
+            /// The source as the check saw it: it must still be exactly
             /// this when its name is removed.
-            pinned_st: Stat,
+            checked_st: Stat,
         }
         let mut go: Vec<Go> = Vec::new();
         for p in ready {
-            type Parts = (OwnedFd, Vec<u8>, OwnedFd, Vec<u8>, Arc<OwnedFd>, bool, Stat);
+            type Parts = (OwnedFd, Vec<u8>, OwnedFd, Vec<u8>, Arc<OwnedFd>, Stat);
             let check = (|| -> Result<std::result::Result<Parts, Skip>> {
                 if self.is_open(p.ino) {
                     return Ok(Err(Skip::Busy));
@@ -366,46 +366,25 @@ impl Fs {
                 self.clone_parents(p.to, split_parent(&p.rel).0)?;
                 let (ddir, dname) = self.tier(p.to)?.parent(&p.rel)?;
                 let (sdir, sname) = src_tier.parent(&p.rel)?;
-                // The file keeps its node id, derived from the source's
-                // inode: pin that inode number with a placeholder in the
-                // source tier's state dir (emptied below), or the filesystem
-                // would hand it to a new file, which would get the same id.
                 let ids = self.ids_dir(p.from)?;
-                let pin = format!("{:016x}", p.ino);
-                let pinned = match rustix::fs::linkat(
-                    &sdir,
-                    os(sname),
-                    &ids,
-                    pin.as_str(),
-                    AtFlags::empty(),
-                ) {
-                    Ok(()) => true,
-                    Err(rustix::io::Errno::EXIST) => false, // pinned by an earlier move
-                    Err(e) => return Err(e.into()),
-                };
-                let pinned_st =
+                let checked_st =
                     match rustix::fs::statat(&sdir, os(sname), AtFlags::SYMLINK_NOFOLLOW) {
                         Ok(st) if st.st_ino == p.st.st_ino && st.st_dev == p.st.st_dev => st,
-                        _ => {
-                            if pinned {
-                                let _ = rustix::fs::unlinkat(&*ids, pin.as_str(), AtFlags::empty());
-                            }
-                            return Ok(Err(Skip::Changed));
-                        }
+                        _ => return Ok(Err(Skip::Changed)),
                     };
                 let (dname, sname) = (dname.to_vec(), sname.to_vec());
-                Ok(Ok((ddir, dname, sdir, sname, ids, pinned, pinned_st)))
+                Ok(Ok((ddir, dname, sdir, sname, ids, checked_st)))
             })();
             match check {
-                Ok(Ok((ddir, dname, sdir, sname, ids, pinned, pinned_st))) => go.push(Go {
+                Ok(Ok((ddir, dname, sdir, sname, ids, checked_st))) => go.push(Go {
                     p,
                     ddir,
                     dname,
                     sdir,
                     sname,
                     ids,
-                    pinned,
-                    pinned_st,
+                    pinned: false,
+                    checked_st,
                 }),
                 Ok(Err(why)) => {
                     abandon(&p);
@@ -425,14 +404,7 @@ impl Fs {
             match rustix::fs::renameat(&g.p.tmpdir, g.p.tmpname.as_str(), &g.ddir, os(&g.dname)) {
                 Ok(()) => placed.push(g),
                 Err(e) => {
-                    abandon(&g.p);
-                    if g.pinned {
-                        let _ = rustix::fs::unlinkat(
-                            &g.ids,
-                            format!("{:016x}", g.p.ino).as_str(),
-                            AtFlags::empty(),
-                        );
-                    }
+                    abandon(&g.p); // not pinned yet: nothing else to undo
                     out.push((g.p.rel.clone(), Err(e.into())));
                 }
             }
@@ -461,22 +433,45 @@ impl Fs {
             let _no_scans: Vec<_> = scans.iter().map(|&i| self.scan_guard[i].write()).collect();
             let mut removed: Vec<Go> = Vec::new();
             let mut undone: Vec<Go> = Vec::new();
-            for g in std::mem::take(&mut go) {
+            for mut g in std::mem::take(&mut go) {
                 // The source name must still be the very file that was
                 // copied: a client may have renamed another file onto it,
                 // linked, truncated or changed it since the check.
                 let same = rustix::fs::statat(&g.sdir, os(&g.sname), AtFlags::SYMLINK_NOFOLLOW)
                     .is_ok_and(|now| {
-                        now.st_ino == g.pinned_st.st_ino
-                            && now.st_dev == g.pinned_st.st_dev
-                            && now.st_nlink == g.pinned_st.st_nlink
-                            && same_version(&g.pinned_st, &now)
+                        now.st_ino == g.checked_st.st_ino
+                            && now.st_dev == g.checked_st.st_dev
+                            && now.st_nlink == g.checked_st.st_nlink
+                            && same_version(&g.checked_st, &now)
                     });
-                let outcome = if same {
-                    rustix::fs::unlinkat(&g.sdir, os(&g.sname), AtFlags::empty())
-                        .map_err(|e| Err(Errno::from(e)))
-                } else {
+                let outcome = if !same {
                     Err(Ok(Outcome::Skipped(Skip::Changed)))
+                } else {
+                    // The file keeps its node id, derived from the source's
+                    // inode: pin that inode number with a placeholder in
+                    // the source tier's state dir (emptied below), or the
+                    // filesystem would hand it to a new file, which would
+                    // get the same id. Pinned only now, under the scan
+                    // locks, so no lookup sees the source with two links.
+                    let pin = format!("{:016x}", g.p.ino);
+                    match rustix::fs::linkat(
+                        &g.sdir,
+                        os(&g.sname),
+                        &*g.ids,
+                        pin.as_str(),
+                        AtFlags::empty(),
+                    ) {
+                        Ok(()) => {
+                            g.pinned = true;
+                            Ok(())
+                        }
+                        Err(rustix::io::Errno::EXIST) => Ok(()), // pinned by an earlier move
+                        Err(e) => Err(Err(Errno::from(e))),
+                    }
+                    .and_then(|()| {
+                        rustix::fs::unlinkat(&g.sdir, os(&g.sname), AtFlags::empty())
+                            .map_err(|e| Err(Errno::from(e)))
+                    })
                 };
                 match outcome {
                     Ok(()) => {

@@ -417,7 +417,10 @@ fn apply(
     // The directory's data too: the kernel keeps listings in its cache.
     inval.inode(p, true);
     if let Some(ino) = child {
-        inval.inode(ino, data);
+        // Its data too: a name replaced on a tier may now be another file
+        // (or symlink, whose target the kernel caches) that reused the
+        // inode number, and so the node id.
+        inval.inode(ino, true);
     }
     log::trace!(
         "tier change: {:?} in {:?}",

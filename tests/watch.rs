@@ -118,6 +118,23 @@ fn direct_changes_show(m: &Mount, limit: Duration) {
             .collect();
         names.len() == 2 && names.iter().any(|n| n == "slow")
     });
+    // The same while a client holds the file open for reading through dfs.
+    let reader = fs::File::open(m.m("a/inplace")).unwrap();
+    assert_eq!(fs::metadata(m.m("a/inplace")).unwrap().len(), 27);
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(m.t(0, "a/inplace"))
+            .unwrap();
+        f.write_all(b"!").unwrap();
+    }
+    eventually(
+        limit,
+        "in-place write on the tier while open through dfs",
+        || fs::metadata(m.m("a/inplace")).map(|md| md.len()).ok() == Some(28),
+    );
+    drop(reader);
     // A file created on pss that shadows one on sss takes over its name.
     fs::write(m.t(1, "b/shadow"), b"slow copy").unwrap();
     warm(m, "b", &["shadow"]);
@@ -156,4 +173,15 @@ fn unwatched_tiers_show_direct_changes_within_the_short_default_lifetimes() {
         m.stderr()
     );
     direct_changes_show(&m, Duration::from_secs(3));
+}
+
+#[test]
+fn watched_tiers_show_direct_changes_without_passthrough_too() {
+    // Served through the daemon, the kernel's page cache and attributes are
+    // what must be dropped (with passthrough, open files read the tier).
+    let m = Mount::builder()
+        .config(LONG_CACHE)
+        .args(&["-o", "nopassthrough"])
+        .mount();
+    direct_changes_show(&m, Duration::from_secs(1));
 }

@@ -103,6 +103,9 @@ pub struct FileHandle {
     pub ino: u64,
     /// The backing file on its tier.
     pub file: File,
+    /// Opened for writing (writes through it may reach the tier without
+    /// dfs seeing them: kernel passthrough).
+    pub writable: bool,
 }
 
 /// Per-mount switches the core needs to know.
@@ -200,6 +203,8 @@ pub struct Fs {
     listings: IdMap<Arc<DirHandle>>,
     /// Open handles per node (`files` is by handle number).
     open_counts: IdMap<u32>,
+    /// Of those, the ones open for writing.
+    writer_counts: IdMap<u32>,
 }
 
 /// What changes when a file's data does: size, mtime and ctime.
@@ -436,6 +441,7 @@ impl Fs {
             released: IdMap::default(),
             listings: IdMap::default(),
             open_counts: IdMap::default(),
+            writer_counts: IdMap::default(),
         }
     }
 
@@ -1104,6 +1110,7 @@ impl Fs {
                 let fh = self.register(FileHandle {
                     ino: a.ino,
                     file: File::from(fd),
+                    writable: flags & libc::O_ACCMODE != libc::O_RDONLY,
                 });
                 Ok((a, fh))
             }
@@ -1431,6 +1438,7 @@ impl Fs {
         let fh = self.register(FileHandle {
             ino,
             file: File::from(fd),
+            writable: flags & libc::O_ACCMODE != libc::O_RDONLY,
         });
         self.access
             .record(ino, flags & libc::O_ACCMODE != libc::O_WRONLY);
@@ -1467,6 +1475,9 @@ impl Fs {
     /// Makes `h` an open handle; returns its number.
     fn register(&self, h: FileHandle) -> u64 {
         *self.open_counts.entry(h.ino).or_insert(0) += 1;
+        if h.writable {
+            *self.writer_counts.entry(h.ino).or_insert(0) += 1;
+        }
         let fh = self.fh();
         self.files.insert(fh, Arc::new(h));
         fh
@@ -1541,18 +1552,26 @@ impl Fs {
             }
             self.released.insert(h.ino, FileVersion::of(&st));
         }
-        if let Some(mut n) = self.open_counts.get_mut(&h.ino) {
-            *n = n.saturating_sub(1);
+        let counts: &[&IdMap<u32>] = if h.writable {
+            &[&self.open_counts, &self.writer_counts]
+        } else {
+            &[&self.open_counts]
+        };
+        for counts in counts {
+            if let Some(mut n) = counts.get_mut(&h.ino) {
+                *n = n.saturating_sub(1);
+            }
+            counts.remove_if(&h.ino, |_, n| *n == 0);
         }
-        self.open_counts.remove_if(&h.ino, |_, n| *n == 0);
     }
 
     /// Whether the data of file `ino` is as dfs's own handles left it: open
-    /// through dfs now, or unchanged since its last handle closed. The tier
+    /// for writing through dfs now, or unchanged since its last handle
+    /// closed. The tier
     /// watcher leaves such files' kernel caches alone (the kernel saw those
     /// writes), and invalidates only for changes made around dfs.
     pub fn written_through_dfs(&self, ino: u64) -> bool {
-        if self.is_open(ino) {
+        if self.writer_counts.get(&ino).is_some_and(|n| *n > 0) {
             return true;
         }
         let Some(v) = self.released.get(&ino).map(|v| *v) else {

@@ -510,12 +510,24 @@ impl Mover {
                 });
             }
             drop(copied_tx);
+            // Each switched batch's durability and placeholder cleanup runs
+            // on a thread of its own, in order, while the next batch is
+            // switched; the pass ends when it is done.
+            let (to_clean, cleanups) = std::sync::mpsc::channel::<crate::fs::transfer::Cleanup>();
+            scope.spawn(move || {
+                for c in cleanups {
+                    c.finish();
+                }
+            });
             let committer = scope.spawn(move || {
                 let mut secs = 0.0;
                 for batch in batches {
                     let t = Instant::now();
                     let (idxs, moves): (Vec<usize>, Vec<_>) = batch.into_iter().unzip();
-                    let results = core.commit_moves(moves);
+                    let (results, cleanup) = core.switch_moves(moves);
+                    if let Err(std::sync::mpsc::SendError(cleanup)) = to_clean.send(cleanup) {
+                        cleanup.finish();
+                    }
                     secs += t.elapsed().as_secs_f64();
                     // Results come back by path; find the candidate.
                     let out = results

@@ -295,7 +295,15 @@ impl Fs {
     /// and only then are the sources removed, so a crash at any point leaves
     /// each file complete on at least one tier. One fsync per directory and
     /// batch, not per file.
-    pub fn commit_moves(&self, batch: Vec<PreparedMove>) -> Vec<(Vec<u8>, Result<Outcome>)> {
+    pub fn commit_moves(&self, batch: Vec<PreparedMove>) -> Outcomes {
+        let (out, cleanup) = self.switch_moves(batch);
+        cleanup.finish();
+        out
+    }
+
+    /// [`Fs::commit_moves`] up to the point where clients may use the moved
+    /// files; the rest is the returned [`Cleanup`].
+    pub fn switch_moves(&self, batch: Vec<PreparedMove>) -> (Outcomes, Cleanup) {
         let mut out: Vec<(Vec<u8>, Result<Outcome>)> = Vec::new();
         let abandon = |p: &PreparedMove| {
             let _ = rustix::fs::unlinkat(&p.tmpdir, p.tmpname.as_str(), AtFlags::empty());
@@ -512,17 +520,12 @@ impl Fs {
         }
         // Opens of the moved files go on, to their new tier.
         drop(_switch);
-        let _ = sync_dirs(go.iter().map(|g| &g.sdir));
+        let mut cleanup = Cleanup::default();
         for g in go {
-            if g.pinned
-                && let Ok(f) = rustix::fs::openat(
-                    &*g.ids,
-                    format!("{:016x}", g.p.ino).as_str(),
-                    OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-            {
-                let _ = rustix::fs::ftruncate(&f, 0);
+            if g.pinned {
+                cleanup
+                    .pins
+                    .push((g.ids.clone(), format!("{:016x}", g.p.ino)));
             }
             log::debug!(
                 "moved {:?} from tier {} to tier {} ({} bytes)",
@@ -532,8 +535,42 @@ impl Fs {
                 g.p.bytes
             );
             out.push((g.p.rel.clone(), Ok(Outcome::Moved { bytes: g.p.bytes })));
+            cleanup.sdirs.push(g.sdir);
         }
-        out
+        (out, cleanup)
+    }
+}
+
+/// What a switched batch leaves to do once clients may use the moved files:
+/// make the sources' removal durable, then empty the placeholders (until
+/// then they hold the old copies' data: a crash before the removal is
+/// durable must find the source whole). Off the switch's critical path: a
+/// pass hands it to a thread of its own.
+#[must_use]
+#[derive(Default)]
+pub struct Cleanup {
+    sdirs: Vec<OwnedFd>,
+    pins: Vec<(Arc<OwnedFd>, String)>,
+}
+
+impl Cleanup {
+    /// Syncs the source directories, then empties the placeholders.
+    pub fn finish(self) {
+        if sync_dirs(self.sdirs.iter()).is_err() {
+            // Not provably durable: keep the data; the next start's repair
+            // empties the placeholders of sources that are gone.
+            return;
+        }
+        for (ids, name) in self.pins {
+            if let Ok(f) = rustix::fs::openat(
+                &*ids,
+                name.as_str(),
+                OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                let _ = rustix::fs::ftruncate(&f, 0);
+            }
+        }
     }
 }
 
@@ -554,6 +591,9 @@ fn list_state_dir(t: &crate::tiers::Tier, sub: &str) -> Option<(OwnedFd, Vec<Vec
     }
     Some((dir, names))
 }
+
+/// Each file of a batch (by path) and what became of it.
+pub type Outcomes = Vec<(Vec<u8>, Result<Outcome>)>;
 
 /// A file copied to its destination's temporary, waiting to be switched.
 pub struct PreparedMove {

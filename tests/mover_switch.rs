@@ -37,6 +37,23 @@ fn tmp_entries(tier: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Two tiers, each with a directory `d`, `d/f` holding `contents` on tier
+/// `on`, and a core over them that has looked up `d` and `d/f`. Returns
+/// the temporary directory (keep it alive), the tier roots, the core and
+/// the node id of `d`.
+fn setup(on: usize, contents: &[u8]) -> (tempfile::TempDir, [std::path::PathBuf; 2], Fs, u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let roots = [tmp.path().join("a"), tmp.path().join("b")];
+    for t in &roots {
+        fs::create_dir_all(t.join("d")).unwrap();
+    }
+    fs::write(roots[on].join("d/f"), contents).unwrap();
+    let core = core(&[&roots[0], &roots[1]]);
+    let d = core.lookup(ROOT, b"d").unwrap().ino;
+    core.lookup(d, b"f").unwrap();
+    (tmp, roots, core, d)
+}
+
 /// Moves `d/f` from tier `from` to tier `to`, letting `meddle` act on the
 /// tiers between the copy and the switch; returns the switch's outcome.
 fn move_with(fs: &Fs, from: usize, to: usize, meddle: impl FnOnce()) -> Outcome {
@@ -53,16 +70,7 @@ fn move_with(fs: &Fs, from: usize, to: usize, meddle: impl FnOnce()) -> Outcome 
 #[test]
 fn a_file_renamed_onto_the_source_between_copy_and_switch_is_kept() {
     for (from, to) in [(0, 1), (1, 0)] {
-        let tmp = tempfile::tempdir().unwrap();
-        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-        for t in [&a, &b] {
-            fs::create_dir_all(t.join("d")).unwrap();
-        }
-        let roots = [a.as_path(), b.as_path()];
-        fs::write(roots[from].join("d/f"), b"old contents").unwrap();
-        let core = core(&roots);
-        let d = core.lookup(ROOT, b"d").unwrap().ino;
-        core.lookup(d, b"f").unwrap();
+        let (_tmp, roots, core, d) = setup(from, b"old contents");
         fs::write(roots[from].join("d/new"), b"the client's new file").unwrap();
         core.lookup(d, b"new").unwrap();
         let outcome = move_with(&core, from, to, || {
@@ -80,7 +88,7 @@ fn a_file_renamed_onto_the_source_between_copy_and_switch_is_kept() {
             !roots[to].join("d/f").exists(),
             "{from}->{to}: the copy was left"
         );
-        assert_eq!(tmp_entries(roots[to]), 0);
+        assert_eq!(tmp_entries(&roots[to]), 0);
         assert_eq!(
             fs::read_dir(roots[from].join(".dfs/ids"))
                 .map(|d| d.count())
@@ -94,16 +102,7 @@ fn a_file_renamed_onto_the_source_between_copy_and_switch_is_kept() {
 #[test]
 fn a_file_changed_between_copy_and_switch_keeps_its_change() {
     for (from, to) in [(0, 1), (1, 0)] {
-        let tmp = tempfile::tempdir().unwrap();
-        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-        for t in [&a, &b] {
-            fs::create_dir_all(t.join("d")).unwrap();
-        }
-        let roots = [a.as_path(), b.as_path()];
-        fs::write(roots[from].join("d/f"), b"before").unwrap();
-        let core = core(&roots);
-        let d = core.lookup(ROOT, b"d").unwrap().ino;
-        core.lookup(d, b"f").unwrap();
+        let (_tmp, roots, core, _) = setup(from, b"before");
         let outcome = move_with(&core, from, to, || {
             // Same size, so only mtime/ctime tell.
             std::thread::sleep(std::time::Duration::from_millis(20));

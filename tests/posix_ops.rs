@@ -1201,31 +1201,33 @@ fn directory_chain_deeper_than_path_max() {
 // readdir
 // ---------------------------------------------------------------------------
 
+/// One getdents64 call on `fd` into `buf`: the (name, d_type) pairs it
+/// returned, `None` at the end of the directory.
+fn getdents_once(fd: i32, buf: &mut [u8]) -> Option<Vec<(Vec<u8>, u8)>> {
+    // SAFETY: valid fd and buffer.
+    let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+    assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
+    if n == 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off < n as usize {
+        let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+        let dtype = buf[off + 18];
+        let name = unsafe { CStr::from_ptr(buf[off + 19..].as_ptr().cast()) };
+        out.push((name.to_bytes().to_vec(), dtype));
+        off += reclen;
+    }
+    Some(out)
+}
+
 fn getdents_names(p: &Path, bufsize: usize) -> Vec<(Vec<u8>, u8)> {
     let fd = open_dir(p);
     let mut out = Vec::new();
     let mut buf = vec![0u8; bufsize];
-    loop {
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                fd.as_raw_fd(),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
-        assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
-        if n == 0 {
-            break;
-        }
-        let mut off = 0usize;
-        while off < n as usize {
-            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
-            let dtype = buf[off + 18];
-            let name = unsafe { CStr::from_ptr(buf[off + 19..].as_ptr().cast()) };
-            out.push((name.to_bytes().to_vec(), dtype));
-            off += reclen;
-        }
+    while let Some(batch) = getdents_once(fd.as_raw_fd(), &mut buf) {
+        out.extend(batch);
     }
     out
 }
@@ -1793,29 +1795,14 @@ fn a_listing_returns_every_name_present_throughout_exactly_once_while_the_direct
     let mut read_some = |limit: usize, seen: &mut Vec<Vec<u8>>| -> bool {
         let mut got = 0;
         while got < limit {
-            // SAFETY: valid fd and buffer.
-            let n = unsafe {
-                libc::syscall(
-                    libc::SYS_getdents64,
-                    dir.as_raw_fd(),
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                )
-            };
-            assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
-            if n == 0 {
+            let Some(batch) = getdents_once(dir.as_raw_fd(), &mut buf) else {
                 return false;
-            }
-            let mut off = 0usize;
-            while off < n as usize {
-                let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
-                let name = &buf[off + 19..off + reclen];
-                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            };
+            for (name, _) in batch {
                 if name != b"." && name != b".." {
-                    seen.push(name.to_vec());
+                    seen.push(name);
                     got += 1;
                 }
-                off += reclen;
             }
         }
         true

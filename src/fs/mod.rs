@@ -1545,8 +1545,11 @@ impl Fs {
             return;
         };
         // The version first, then the count: the watcher never sees the
-        // file neither open nor recorded.
-        if let Ok(st) = rustix::fs::fstat(&h.file) {
+        // file neither open for writing nor recorded. (A reader leaves the
+        // data as it found it: nothing to record, no syscall on its close.)
+        if h.writable
+            && let Ok(st) = rustix::fs::fstat(&h.file)
+        {
             if self.released.len() > 65_536 {
                 self.released.clear();
             }

@@ -204,7 +204,7 @@ impl FuseFs {
                         return None;
                     }
                 };
-                match register(&file) {
+                match register(&file.file) {
                     Ok(id) => v.insert(Backing { id, opens: 1 }),
                     Err(e) => {
                         log::warn!(
@@ -700,12 +700,13 @@ impl Filesystem for FuseFs {
             Ok(h) => h,
             Err(e) => return reply.error(err(e)),
         };
-        // "." and ".." take no kernel reference; their attributes are not
-        // used, so they carry the directory's own id and an empty attr.
+        // "." and ".." take no kernel reference and the kernel skips their
+        // attributes: they carry the directory's own id (their d_ino) and
+        // nothing else, which costs no stat.
         if offset < 2 {
-            let dot = match self.core.getattr(ino.0, None) {
-                Ok(a) => to_file_attr(&a),
-                Err(e) => return reply.error(err(e)),
+            let dot = FileAttr {
+                ino,
+                ..blank_attr(FileType::Directory)
             };
             if offset == 0 && reply.add(INodeNo(0), 1, ".", &Duration::ZERO, &dot, Generation(0)) {
                 return reply.ok();

@@ -318,8 +318,16 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
                 recheck.push((Instant::now() + RECHECK, dir));
             }
         }
+        // Let the next events gather: a lone change is still handled at
+        // once (the read above wakes on it), but a stream of them (every
+        // create and passthrough write on a busy mount makes a few) costs
+        // one wakeup per pause instead of one per event.
+        std::thread::sleep(GATHER);
     }
 }
+
+/// The watcher's pause between reads of its event queue (see `run`).
+const GATHER: Duration = Duration::from_millis(10);
 
 /// The union path of the directory a file handle names, if it lies in a
 /// tier (the filesystem may hold much else).

@@ -68,6 +68,16 @@ fn exercise(mode: &str) {
     drop(a);
     assert_eq!(fs::read(m.m("f")).unwrap(), b"hello");
 
+    // An appending handle opened first must not make a later handle's
+    // positioned writes append (one backing file serves both).
+    let mut a = OpenOptions::new().append(true).open(m.m("f")).unwrap();
+    let p = OpenOptions::new().write(true).open(m.m("f")).unwrap();
+    p.write_all_at(b"J", 0).unwrap();
+    a.write_all(b"!").unwrap();
+    drop((a, p));
+    assert_eq!(fs::read(m.m("f")).unwrap(), b"Jello!", "{mode}");
+    fs::write(m.m("f"), b"hello").unwrap();
+
     // A writer and a reader open at once see each other's data.
     let mut w = OpenOptions::new().write(true).open(m.m("f")).unwrap();
     let mut r = fs::File::open(m.m("f")).unwrap();

@@ -1491,17 +1491,14 @@ impl Fs {
             .ok_or(Errno(libc::EBADF))
     }
 
-    /// A read-write reopening of the open file `fh` (read-only where the
-    /// tier refuses writes), to register as the node's passthrough backing
-    /// file: one backing file serves every handle of the node, so it must
-    /// allow what any of them may do.
-    pub fn backing_file(&self, fh: u64) -> Result<File> {
-        let h = self.handle(fh)?;
-        let p = format!("/proc/self/fd/{}", h.file.as_raw_fd());
-        match std::fs::OpenOptions::new().read(true).write(true).open(&p) {
-            Ok(f) => Ok(f),
-            Err(_) => Ok(std::fs::File::open(&p)?),
-        }
+    /// The open handle `fh`, whose file the adapter registers as the node's
+    /// passthrough backing file. Any handle's file serves every handle of
+    /// the node, whatever its flags: the kernel uses the registered file
+    /// only for where it is, and opens a backing file of its own for each
+    /// client open, with that open's flags and dfs's credentials (Linux
+    /// 6.9 and later, where passthrough exists).
+    pub fn backing_file(&self, fh: u64) -> Result<Arc<FileHandle>> {
+        self.handle(fh)
     }
 
     /// Reads up to `size` bytes at `offset` (short only at end of file).

@@ -722,6 +722,15 @@ impl Filesystem for FuseFs {
         }
         for e in rest {
             let name = OsStr::from_bytes(&e.name);
+            if self.core.holds(e.ino) {
+                // The kernel knows this node (and whatever it caches of it
+                // is kept right by dfs's invalidations): list the name only,
+                // which costs no stat. A name it lacks is looked up on use.
+                if reply.add_name(INodeNo(e.ino), e.cookie, dirent_type(e.kind), name) {
+                    break;
+                }
+                continue;
+            }
             let full = match self.core.entry_lookup(&h, e) {
                 Ok(a) => {
                     let fa = to_file_attr(&a);

@@ -1843,3 +1843,60 @@ fn a_listing_returns_every_name_present_throughout_exactly_once_while_the_direct
         }
     }
 }
+
+#[test]
+fn listed_entries_carry_the_inode_number_and_type_stat_gives_whether_or_not_the_kernel_holds_them()
+{
+    // Names the kernel has not looked up come with their attributes
+    // (readdirplus); names it holds come as names only. Either way each
+    // entry's d_ino and d_type must be what stat says, as on ext4.
+    use std::os::unix::fs::DirEntryExt;
+    let m = Mount::builder()
+        .setup(|t| {
+            fs::create_dir_all(t[1].join("d/sub")).unwrap();
+            fs::write(t[1].join("d/lower"), b"x").unwrap();
+        })
+        .mount();
+    fs::write(m.m("d/upper"), b"y").unwrap();
+    std::os::unix::fs::symlink("upper", m.m("d/link")).unwrap();
+    let check = |when: &str| {
+        let mut seen = 0;
+        for e in fs::read_dir(m.m("d")).unwrap() {
+            let e = e.unwrap();
+            let st = lstat(&e.path()).unwrap();
+            assert_eq!(e.ino(), st.ino(), "{when}: d_ino of {:?}", e.file_name());
+            assert_eq!(
+                e.file_type().unwrap(),
+                st.file_type(),
+                "{when}: d_type of {:?}",
+                e.file_name()
+            );
+            seen += 1;
+        }
+        assert_eq!(seen, 4, "{when}");
+    };
+    // A fresh mount: nothing under d/ looked up yet.
+    let fresh = Mount::builder()
+        .setup(|t| {
+            fs::create_dir_all(t[0].join("d/sub")).unwrap();
+            fs::create_dir_all(t[1].join("d")).unwrap();
+            fs::write(t[1].join("d/lower"), b"x").unwrap();
+        })
+        .mount();
+    let names: HashSet<_> = fs::read_dir(fresh.m("d"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let st = lstat(&e.path()).unwrap();
+            assert_eq!(e.ino(), st.ino(), "fresh: d_ino of {:?}", e.file_name());
+            e.file_name()
+        })
+        .collect();
+    assert_eq!(names.len(), 2);
+    // Now every name is held (looked up above and by the checks), and
+    // each listing after a change comes from dfs again.
+    check("after creates");
+    fs::write(m.m("d/new"), b"z").unwrap();
+    fs::remove_file(m.m("d/new")).unwrap();
+    check("with every name held");
+}

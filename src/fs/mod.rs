@@ -1758,6 +1758,12 @@ impl Fs {
         Ok(a)
     }
 
+    /// Whether the kernel holds node `ino` (has looked it up and not
+    /// forgotten it).
+    pub fn holds(&self, ino: u64) -> bool {
+        self.nodes.contains(ino)
+    }
+
     /// A listing without a handle reached its end: its snapshot is no
     /// longer needed (a later request rebuilds one).
     pub fn end_listing(&self, ino: u64) {

@@ -197,7 +197,12 @@ impl FuseFs {
                 o.into_ref()
             }
             dashmap::Entry::Vacant(v) => {
-                let file = match self.core.backing_file(fh) {
+                // The handle's own file, whatever its flags, serves every
+                // handle of the node: the kernel uses a registered file only
+                // for where it is, and opens a backing file of its own for
+                // each client open, with that open's flags and dfs's
+                // credentials (Linux 6.9 and later, where passthrough is).
+                let file = match self.core.handle(fh) {
                     Ok(f) => f,
                     Err(e) => {
                         log::debug!("no backing file for node {ino}: {e}");

@@ -1491,16 +1491,6 @@ impl Fs {
             .ok_or(Errno(libc::EBADF))
     }
 
-    /// The open handle `fh`, whose file the adapter registers as the node's
-    /// passthrough backing file. Any handle's file serves every handle of
-    /// the node, whatever its flags: the kernel uses the registered file
-    /// only for where it is, and opens a backing file of its own for each
-    /// client open, with that open's flags and dfs's credentials (Linux
-    /// 6.9 and later, where passthrough exists).
-    pub fn backing_file(&self, fh: u64) -> Result<Arc<FileHandle>> {
-        self.handle(fh)
-    }
-
     /// Reads up to `size` bytes at `offset` (short only at end of file).
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let h = self.handle(fh)?;

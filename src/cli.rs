@@ -77,7 +77,9 @@ struct MountArgs {
     /// Mount options, comma separated: allow_other, noallow_other,
     /// default_permissions, nodefault_permissions, ro, rw, nodev, nosuid,
     /// noexec, noatime, sync, dirsync, fsname=NAME, threads=N,
-    /// nopassthrough (serve reads and writes through the daemon), nowatch
+    /// nopassthrough (serve reads and writes through the daemon),
+    /// uring=auto|on|off (requests over io_uring: when the kernel offers it,
+    /// also turning the kernel's support on, or never), nowatch
     /// (do not watch the tiers; short cache lifetimes bound staleness). These add to
     /// or override the config's `[mount] options`.
     #[arg(short = 'o', value_name = "OPTIONS", value_delimiter = ',')]
@@ -170,6 +172,22 @@ pub struct MountSettings {
     pub passthrough: bool,
     /// Watch the tiers for changes made behind dfs's back.
     pub watch: bool,
+    /// Whether requests travel over io_uring.
+    pub uring: Uring,
+}
+
+/// How requests reach the daemon: over io_uring, one queue per CPU served
+/// by threads on that CPU (a request costs a task switch, not a wakeup of
+/// another CPU), or by reads and writes of /dev/fuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uring {
+    /// io_uring when the kernel offers it (Linux 6.14+ with the `fuse`
+    /// module's `enable_uring` on), /dev/fuse otherwise.
+    Auto,
+    /// As `Auto`, and turn `enable_uring` on first (root only).
+    On,
+    /// /dev/fuse only.
+    Off,
 }
 
 /// Parses mount options in order, later ones overriding earlier ones.
@@ -187,6 +205,7 @@ pub fn parse_options(opts: &[String]) -> Result<MountSettings> {
         fsname: "dfs".into(),
         passthrough: true,
         watch: true,
+        uring: Uring::Auto,
     };
     let set_flag = |s: &mut MountSettings, on: M, off: M| {
         s.kernel.retain(|k| *k != on && *k != off);
@@ -215,6 +234,9 @@ pub fn parse_options(opts: &[String]) -> Result<MountSettings> {
             "dirsync" => s.kernel.push(M::DirSync),
             "passthrough" => s.passthrough = true,
             "nopassthrough" => s.passthrough = false,
+            "uring" | "uring=on" => s.uring = Uring::On,
+            "nouring" | "uring=off" => s.uring = Uring::Off,
+            "uring=auto" => s.uring = Uring::Auto,
             "watch" => s.watch = true,
             "nowatch" => s.watch = false,
             // fstab and mount(8) words that mean nothing to the kernel.

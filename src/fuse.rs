@@ -20,6 +20,7 @@ use fuser::{
 use crate::fs::dir::resume_at;
 use crate::fs::nodes::IdMap;
 
+use crate::cli::Uring;
 use crate::creds::Caller;
 use crate::fs::{Attr, Errno, Fs, SetAttr, SetTime};
 
@@ -159,6 +160,8 @@ pub struct FuseFs {
     ttl: CacheTimes,
     /// Passthrough wanted by the configuration...
     want_passthrough: bool,
+    /// `-o uring=...`.
+    want_uring: Uring,
     /// ...and granted by the kernel at init.
     passthrough: bool,
     backings: IdMap<Backing>,
@@ -169,11 +172,12 @@ pub struct FuseFs {
 impl FuseFs {
     /// Wraps the core; `passthrough` asks for kernel passthrough I/O, used
     /// when the kernel and privileges allow it.
-    pub fn new(core: Arc<Fs>, ttl: CacheTimes, passthrough: bool) -> Self {
+    pub fn new(core: Arc<Fs>, ttl: CacheTimes, passthrough: bool, uring: Uring) -> Self {
         FuseFs {
             core,
             ttl,
             want_passthrough: passthrough,
+            want_uring: uring,
             passthrough: false,
             backings: IdMap::default(),
             pt_handles: IdMap::default(),
@@ -403,6 +407,21 @@ impl Filesystem for FuseFs {
                 "not offered by this kernel (needs Linux 6.9 or later)"
             };
             log::info!("I/O mode: through the daemon (passthrough {why})");
+        }
+        if self.want_uring != Uring::Off
+            && caps.contains(InitFlags::FUSE_OVER_IO_URING)
+            && config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok()
+        {
+            log::info!("transport: io_uring, one request queue per CPU");
+        } else {
+            let why = if self.want_uring == Uring::Off {
+                "io_uring disabled by -o uring=off"
+            } else {
+                "io_uring not offered: needs Linux 6.14+ with fuse.enable_uring=Y (-o uring=on sets it)"
+            };
+            log::info!("transport: /dev/fuse ({why})");
         }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);

@@ -103,7 +103,10 @@ pub fn run_with(
         Ok(_) => None,
         Err(_) => Some(ttl.attr.min(Duration::from_secs(1))),
     });
-    let fs = FuseFs::new(core.clone(), ttl, settings.passthrough);
+    if settings.uring == crate::cli::Uring::On {
+        enable_kernel_uring();
+    }
+    let fs = FuseFs::new(core.clone(), ttl, settings.passthrough, settings.uring);
 
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = settings.kernel.clone();
@@ -215,5 +218,23 @@ fn raise_fd_limit() {
                 maximum: Some(lim),
             },
         );
+    }
+}
+
+/// The kernel's switch for FUSE over io_uring (`fuse.enable_uring`). It only
+/// lets FUSE daemons ask for io_uring at INIT; those that do not ask are
+/// unaffected.
+const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Turns `fuse.enable_uring` on for `-o uring=on`. Failing is not an error:
+/// the mount then uses /dev/fuse and says so.
+fn enable_kernel_uring() {
+    match std::fs::read_to_string(ENABLE_URING) {
+        Ok(v) if v.trim() == "Y" => {}
+        Ok(_) => match std::fs::write(ENABLE_URING, "Y") {
+            Ok(()) => log::info!("turned on the kernel's FUSE io_uring support ({ENABLE_URING})"),
+            Err(e) => log::warn!("-o uring=on: cannot turn on {ENABLE_URING}: {e}"),
+        },
+        Err(e) => log::warn!("-o uring=on: this kernel has no FUSE io_uring ({ENABLE_URING}: {e})"),
     }
 }

@@ -1,6 +1,8 @@
-//! Reads, writes and memory maps in both I/O modes: kernel passthrough (the
+//! Reads, writes and memory maps in both I/O modes, kernel passthrough (the
 //! default where the kernel allows it) and the fallback through the daemon
-//! (`-o nopassthrough`). Each mode must say at startup that it is in use.
+//! (`-o nopassthrough`), over both transports, io_uring (where the kernel
+//! has it) and /dev/fuse (`-o uring=off`). Each mode and transport must say
+//! at startup that it is in use.
 
 mod common;
 
@@ -13,20 +15,22 @@ use common::*;
 
 fn mount(mode: &str) -> Mount {
     let m = Mount::builder().args(&["-o", mode]).mount();
-    let want = if mode == "nopassthrough" {
+    let io = if mode.contains("nopassthrough") {
         "I/O mode: through the daemon"
     } else {
         "I/O mode: kernel passthrough"
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !m.stderr().contains(want) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    for want in [io, expected_transport(&[mode])] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !m.stderr().contains(want) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            m.stderr().contains(want),
+            "expected {want:?} in:\n{}",
+            m.stderr()
+        );
     }
-    assert!(
-        m.stderr().contains(want),
-        "expected {want:?} in:\n{}",
-        m.stderr()
-    );
     m
 }
 
@@ -166,4 +170,43 @@ fn io_with_passthrough() {
 #[test]
 fn io_through_the_daemon() {
     exercise("nopassthrough");
+}
+
+#[test]
+fn io_with_passthrough_over_dev_fuse() {
+    exercise("passthrough,uring=off");
+}
+
+#[test]
+fn io_through_the_daemon_over_dev_fuse() {
+    exercise("nopassthrough,uring=off");
+}
+
+/// With io_uring the requests are served by the ring threads (named
+/// `fuser-ring-CPU.N`), not read from /dev/fuse; with `uring=off` never.
+#[test]
+fn requests_travel_over_the_transport_said_at_startup() {
+    for opts in ["uring=auto", "uring=off"] {
+        let m = Mount::builder()
+            .args(&["-o", opts])
+            .env("RUST_LOG", "info,fuser::request=debug")
+            .mount();
+        fs::write(m.t(0, "probe"), b"x").unwrap();
+        assert_eq!(fs::read(m.m("probe")).unwrap(), b"x");
+        let log = m.stderr();
+        let lookup = log
+            .lines()
+            .find(|l| l.contains("LOOKUP name \"probe\""))
+            .unwrap_or_else(|| panic!("{opts}: no LOOKUP of probe logged:\n{log}"));
+        let ring = lookup.contains("thread=fuser-ring-");
+        let want_ring = expected_transport(&[opts]) == "transport: io_uring";
+        assert_eq!(ring, want_ring, "{opts}: {lookup}");
+        assert!(log.contains(expected_transport(&[opts])), "{opts}:\n{log}");
+        if want_ring {
+            assert!(
+                log.contains("FUSE over io_uring: "),
+                "{opts}: ring threads not reported:\n{log}"
+            );
+        }
+    }
 }

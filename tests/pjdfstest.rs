@@ -69,18 +69,20 @@ const DUMMY_USERS: &[&str] = &["nobody", "tests", "daemon", "bin"];
 /// must not compete with a second run for two CPUs.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The default mount: kernel passthrough I/O where available.
+/// The fast mount: kernel passthrough I/O and requests over io_uring,
+/// where the kernel has them.
 #[test]
 fn pjdfstest_on_a_two_tier_mount() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    run_pjdfstest(&[]);
+    run_pjdfstest(&["-o", "uring=on"]);
 }
 
-/// The fallback mode: reads and writes served by the daemon.
+/// The fallbacks: reads and writes served by the daemon, requests read
+/// from /dev/fuse.
 #[test]
-fn pjdfstest_on_a_two_tier_mount_without_passthrough() {
+fn pjdfstest_on_a_two_tier_mount_without_passthrough_or_io_uring() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    run_pjdfstest(&["-o", "nopassthrough"]);
+    run_pjdfstest(&["-o", "nopassthrough,uring=off"]);
 }
 
 fn run_pjdfstest(dfs_args: &[&str]) {
@@ -148,12 +150,20 @@ fn run_pjdfstest(dfs_args: &[&str]) {
     } else {
         rig.start_dfs(dfs_args);
         // The mode in use is said at startup; check it is the one asked for.
-        let want = if dfs_args.contains(&"nopassthrough") {
+        let want = if dfs_args.iter().any(|a| a.contains("nopassthrough")) {
             "I/O mode: through the daemon"
         } else {
             "I/O mode: kernel passthrough"
         };
         let log = fs::read_to_string(&rig.dfs_log).unwrap_or_default();
+        assert!(log.contains(want), "dfs did not say {want:?}:\n{log}");
+        let uring = dfs_args.iter().any(|a| a.contains("uring=on"))
+            && Path::new("/sys/module/fuse/parameters/enable_uring").exists();
+        let want = if uring {
+            "transport: io_uring"
+        } else {
+            "transport: /dev/fuse"
+        };
         assert!(log.contains(want), "dfs did not say {want:?}:\n{log}");
         let mnt = rig.mnt.clone();
         passes.push(("tier0", mnt.clone(), rig.secondary.clone()));

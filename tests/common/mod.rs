@@ -68,6 +68,34 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
+/// The kernel's switch for FUSE over io_uring.
+pub const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Turns the kernel's FUSE io_uring support on (once per test binary) so
+/// that mounts with the default `uring=auto` use io_uring, as a system set up
+/// for dfs would; tests of the /dev/fuse transport mount with `uring=off`.
+/// Returns whether the kernel has it on: without it (a kernel before 6.14,
+/// or one built without it) every mount uses /dev/fuse.
+pub fn kernel_uring() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        if fs::read_to_string(ENABLE_URING).is_ok_and(|v| v.trim() != "Y") {
+            let _ = fs::write(ENABLE_URING, "Y");
+        }
+        fs::read_to_string(ENABLE_URING).is_ok_and(|v| v.trim() == "Y")
+    })
+}
+
+/// What dfs says at startup about its transport, given the mount's `-o`
+/// arguments.
+pub fn expected_transport(args: &[&str]) -> &'static str {
+    if kernel_uring() && !args.iter().any(|a| a.contains("uring=off")) {
+        "transport: io_uring"
+    } else {
+        "transport: /dev/fuse"
+    }
+}
+
 pub fn mountinfo() -> Vec<MountInfo> {
     let text = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
     let mut v = Vec::new();
@@ -232,6 +260,7 @@ impl Builder {
 
     /// Creates the directories (and tmpfs mounts) without starting dfs.
     pub fn prepare(mut self) -> Mount {
+        kernel_uring();
         let dir = tempfile::Builder::new()
             .prefix("dfs-it-")
             .tempdir()

@@ -161,6 +161,9 @@ impl Daemon {
     ) -> io::Result<Daemon> {
         let mut cmd = Command::new(bin);
         cmd.arg("mount").args(args);
+        // The fast transport where the kernel has it (the README's advice);
+        // `--mount-opts uring=off` measures /dev/fuse.
+        cmd.arg("-o").arg("uring=on");
         if let Some(o) = opts {
             cmd.arg("-o").arg(o);
         }
@@ -233,6 +236,8 @@ impl Daemon {
                         l.early.clear();
                     }
                     if line.contains("I/O mode")
+                        || line.contains("transport: ")
+                        || line.contains("FUSE over io_uring")
                         || line.contains("watch")
                         || line.contains("tier changes")
                         || line.contains("mounted ")

@@ -63,7 +63,9 @@ struct Args {
     /// Exit with status 2 when a line is under its target.
     #[arg(long)]
     strict: bool,
-    /// Extra `-o` options for `dfs mount` (e.g. threads=4).
+    /// Extra `-o` options for `dfs mount` (e.g. threads=4, or uring=off to
+    /// measure the /dev/fuse transport; they come after the bench's own
+    /// `uring=on`).
     #[arg(long, value_name = "OPTS")]
     mount_opts: Option<String>,
     /// Count the FUSE requests of every timed phase on the mount (runs dfs

@@ -357,6 +357,21 @@ mod tests {
     }
 
     #[test]
+    fn uring_transport_options() {
+        let parse = |o: &[&str]| {
+            parse_options(&o.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("valid options")
+                .uring
+        };
+        assert_eq!(parse(&[]), Uring::Auto);
+        assert_eq!(parse(&["uring=on"]), Uring::On);
+        assert_eq!(parse(&["uring"]), Uring::On);
+        assert_eq!(parse(&["uring=on", "nouring"]), Uring::Off);
+        assert_eq!(parse(&["uring=off", "uring=auto"]), Uring::Auto);
+        assert!(parse_options(&["uring=maybe".into()]).is_err());
+    }
+
+    #[test]
     fn unknown_option_is_an_error() {
         let e = parse_options(&["bogus".into()]).expect_err("rejected");
         assert!(e.to_string().contains("unknown mount option `bogus`"));

@@ -334,10 +334,10 @@ impl<FS: Filesystem> Session<FS> {
             }
         }
 
+        // The ring threads end here (also on the early returns above, when
+        // `rings` drops).
         #[cfg(target_os = "linux")]
-        if let Some(rings) = rings {
-            rings.stop();
-        }
+        drop(rings);
 
         let Some(filesystem) = Arc::get_mut(&mut filesystem) else {
             return Err(io::Error::other(

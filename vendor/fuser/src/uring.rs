@@ -70,9 +70,11 @@ const OUT_HEADER_SIZE: usize = 16;
 /// The kernel's `FUSE_MIN_READ_BUFFER`.
 const MIN_PAYLOAD: usize = 8192;
 
-/// Threads per CPU queue, each with one entry. With two, a slow request
-/// (an fsync, a read from a slow tier) leaves the CPU's queue served.
-const THREADS_PER_QUEUE: usize = 2;
+/// Threads per CPU queue, each with one entry. With several, a slow request
+/// (an fsync, a read from a slow tier) leaves the CPU's queue served. The
+/// kernel hands a request to the entry committed last, so the others sleep
+/// (their payload buffers are not even touched) until requests overlap.
+const THREADS_PER_QUEUE: usize = 4;
 
 /// `user_data` of the stop eventfd's poll.
 const STOP: u64 = u64::MAX;
@@ -96,21 +98,21 @@ impl Params {
     }
 }
 
-/// The running ring threads; `stop` ends them.
+/// The running ring threads; dropping it ends them (each after its current
+/// request) and waits for them.
 pub(crate) struct Rings {
     threads: Vec<JoinHandle<()>>,
     stops: Vec<OwnedFd>,
 }
 
-impl Rings {
-    /// Tells every ring thread to end (after its current request) and waits.
-    pub(crate) fn stop(self) {
+impl Drop for Rings {
+    fn drop(&mut self) {
         for fd in &self.stops {
             let one = 1u64.to_ne_bytes();
             // SAFETY: writing 8 bytes from a valid buffer to an eventfd.
             unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
         }
-        for t in self.threads {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -245,9 +247,9 @@ impl Drop for RawBuf {
     }
 }
 
-/// What a reply needs of its entry. Lives in a `Box` whose address the
-/// reply sender keeps; the worker does not touch the entry again until
-/// `replied` is set.
+/// What a reply needs of its entry. The buffers behind the pointers belong
+/// to the entry's `Slot`, which the worker neither reuses nor frees before
+/// `replied` is set; after that a sender touches only this struct.
 struct Shared {
     header: *mut u8,
     payload: *mut u8,
@@ -262,7 +264,7 @@ struct Slot {
     header: RawBuf,
     payload: RawBuf,
     iov: [libc::iovec; 2],
-    shared: Box<Shared>,
+    shared: Arc<Shared>,
     commit_id: u64,
     registered: bool,
 }
@@ -281,7 +283,7 @@ impl Slot {
                 iov_len: max_payload,
             },
         ];
-        let shared = Box::new(Shared {
+        let shared = Arc::new(Shared {
             header: header.ptr,
             payload: payload.ptr,
             payload_len: max_payload,
@@ -316,34 +318,31 @@ impl Slot {
 
 /// Where a ring request's reply goes: into its entry's buffers, then the
 /// worker commits it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct RingSender {
-    shared: SharedPtr,
+    shared: Arc<Shared>,
     ch: ChannelSender,
 }
 
-#[derive(Clone, Copy)]
-struct SharedPtr(*const Shared);
-
-impl std::fmt::Debug for SharedPtr {
+impl std::fmt::Debug for RingSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ring entry {:p}", self.0)
+        write!(f, "ring entry {:p}", Arc::as_ptr(&self.shared))
     }
 }
 
-// SAFETY: the pointee outlives every sender: the worker keeps its entry
-// (and so `Shared`) untouched until the one reply has been written, and
-// `replied` orders the writes before the worker's reads.
-unsafe impl Send for SharedPtr {}
-// SAFETY: as above; a reply is sent once, from one thread.
-unsafe impl Sync for SharedPtr {}
+// SAFETY: the raw pointers in `Shared` name buffers that stay allocated and
+// untouched by the worker until the one reply has been written (`replied`,
+// Release/Acquire, orders those writes before the worker's reads and the
+// kernel's); after that no sender dereferences them.
+unsafe impl Send for Shared {}
+// SAFETY: as above; a reply is sent once, from one thread at a time.
+unsafe impl Sync for Shared {}
 
 impl RingSender {
     /// Writes the reply into the entry: the `fuse_out_header` into the
     /// header area, the rest into the payload buffer.
     pub(crate) fn send(&self, data: &[IoSlice<'_>]) -> io::Result<()> {
-        // SAFETY: see SharedPtr.
-        let s = unsafe { &*self.shared.0 };
+        let s = &*self.shared;
         let total: usize = data.iter().map(|d| d.len()).sum();
         let result = if total < OUT_HEADER_SIZE || total - OUT_HEADER_SIZE > s.payload_len {
             // Cannot happen for replies within max_write / max_read; answer
@@ -403,6 +402,8 @@ impl RingSender {
             Ok(())
         };
         s.replied.store(true, Ordering::Release);
+        // `s` stays valid (this sender holds the Arc), but the buffers may
+        // already be back in the kernel's hands: nothing but the wakeup here.
         s.worker.unpark();
         result
     }
@@ -459,9 +460,11 @@ impl<FS: Filesystem> Worker<FS> {
     fn run(self) {
         pin_to_cpu(self.qid as usize);
         if let Err(e) = self.serve() {
+            // The kernel uses the ring once every CPU's queue has an entry;
+            // a CPU left without one keeps every request on /dev/fuse.
             if !self.failed.swap(true, Ordering::Relaxed) {
                 warn!(
-                    "FUSE over io_uring unavailable, requests stay on /dev/fuse: queue {}: {e}",
+                    "FUSE over io_uring: a ring thread of CPU {} stopped: {e}",
                     self.qid
                 );
             }
@@ -498,29 +501,48 @@ impl<FS: Filesystem> Worker<FS> {
         let mut ring: IoUring<squeue::Entry128, cqueue::Entry> =
             IoUring::builder().setup_cqsize(8).build(4)?;
         let mut slots = vec![Slot::new(self.params.max_payload)?];
+        // Entries with a command the kernel has not completed: their
+        // buffers may still be written by the kernel, so they are never
+        // freed (leaked at exit) while this is non-zero.
+        let mut in_kernel = 0usize;
         for (idx, slot) in slots.iter_mut().enumerate() {
             let e = self.register_sqe(idx, slot);
             slot.registered = true;
             Self::push(&mut ring, &e);
+            in_kernel += 1;
         }
         let poll = opcode::PollAdd::new(types::Fd(self.stop), libc::POLLIN as u32)
             .build()
             .user_data(STOP);
         Self::push(&mut ring, &poll.into());
-        ring.submit()?;
-        // A REGISTER the kernel refuses completes at once with the error
-        // (handled in the loop); one it takes stays pending until the
-        // first request.
-        if self.ready.fetch_add(1, Ordering::AcqRel) + 1 == self.total
-            && !self.failed.load(Ordering::Relaxed)
-        {
-            info!(
-                "FUSE over io_uring: {} per-CPU queues, {} threads each",
-                self.total / THREADS_PER_QUEUE,
-                THREADS_PER_QUEUE
-            );
+        let result = match ring.submit() {
+            Ok(_) => {
+                // A REGISTER the kernel refuses completes at once with the
+                // error (the loop reports it); one it takes stays pending
+                // until the first request.
+                if self.ready.fetch_add(1, Ordering::AcqRel) + 1 == self.total {
+                    info!(
+                        "FUSE over io_uring: {} per-CPU queues, {} threads each",
+                        self.total / THREADS_PER_QUEUE,
+                        THREADS_PER_QUEUE
+                    );
+                }
+                self.serve_loop(&mut ring, &mut slots, &mut in_kernel)
+            }
+            Err(e) => Err(e),
+        };
+        if in_kernel > 0 {
+            std::mem::forget(slots);
         }
+        result
+    }
 
+    fn serve_loop(
+        &self,
+        ring: &mut IoUring<squeue::Entry128, cqueue::Entry>,
+        slots: &mut [Box<Slot>],
+        in_kernel: &mut usize,
+    ) -> io::Result<()> {
         // Requests are put back together here, 8-byte aligned for parsing.
         let words = (IN_HEADER_SIZE + OP_IN_SIZE + self.params.max_payload).div_ceil(8);
         let mut assembly: Vec<u64> = vec![0; words];
@@ -533,11 +555,16 @@ impl<FS: Filesystem> Worker<FS> {
             }
             done.clear();
             done.extend(ring.completion().map(|c| (c.user_data(), c.result())));
+            let mut stop = false;
             for &(ud, res) in &done {
                 if ud == STOP {
-                    return Ok(());
+                    // Serve what else completed first: a request dropped
+                    // here would leave its caller waiting.
+                    stop = true;
+                    continue;
                 }
                 let idx = ud as usize;
+                *in_kernel -= 1;
                 if res < 0 {
                     match -res {
                         libc::EINTR | libc::EAGAIN => {
@@ -546,18 +573,19 @@ impl<FS: Filesystem> Worker<FS> {
                             } else {
                                 self.commit_sqe(idx, &slots[idx])
                             };
-                            Self::push(&mut ring, &e);
+                            Self::push(ring, &e);
+                            *in_kernel += 1;
                         }
                         // The connection is going away (unmount, abort).
-                        libc::ENOTCONN | libc::ECANCELED | libc::ENODEV => return Ok(()),
+                        libc::ENOTCONN | libc::ECANCELED | libc::ENODEV => stop = true,
                         e if slots[idx].registered => {
                             return Err(io::Error::from_raw_os_error(e));
                         }
                         e => {
                             // The kernel dropped this entry (a commit it
                             // could not match). Keep the queue served with
-                            // fresh buffers; the old ones are leaked, as the
-                            // kernel may still name them.
+                            // fresh buffers; the old ones are leaked rather
+                            // than trusted to be out of the kernel's hands.
                             error!(
                                 "FUSE over io_uring: queue {} entry failed: {}",
                                 self.qid,
@@ -567,7 +595,8 @@ impl<FS: Filesystem> Worker<FS> {
                             std::mem::forget(std::mem::replace(&mut slots[idx], fresh));
                             let e = self.register_sqe(idx, &slots[idx]);
                             slots[idx].registered = true;
-                            Self::push(&mut ring, &e);
+                            Self::push(ring, &e);
+                            *in_kernel += 1;
                         }
                     }
                     continue;
@@ -579,7 +608,13 @@ impl<FS: Filesystem> Worker<FS> {
                 self.handle(&mut slots[idx], buf);
                 slots[idx].registered = false;
                 let e = self.commit_sqe(idx, &slots[idx]);
-                Self::push(&mut ring, &e);
+                Self::push(ring, &e);
+                *in_kernel += 1;
+            }
+            if stop {
+                // Hand back the replies just written before leaving.
+                let _ = ring.submit();
+                return Ok(());
             }
         }
     }
@@ -592,7 +627,7 @@ impl<FS: Filesystem> Worker<FS> {
         let payload_sz = slot.read_u32(ENT_PAYLOAD_SZ) as usize;
         let op_size = len.checked_sub(IN_HEADER_SIZE + payload_sz);
         let sender = RingSender {
-            shared: SharedPtr(&*slot.shared),
+            shared: slot.shared.clone(),
             ch: self.se.ch.sender(),
         };
         slot.shared.replied.store(false, Ordering::Relaxed);
@@ -618,15 +653,26 @@ impl<FS: Filesystem> Worker<FS> {
                 payload_sz,
             );
         }
-        match RequestWithSender::with_ring(sender.clone(), &buf[..len]) {
-            Some(req) => {
-                if let Ok(Operation::Destroy(_)) = req.request.operation() {
-                    req.reply::<ReplyEmpty>().ok();
-                } else {
-                    req.dispatch(&self.se);
+        // A panicking handler must not take the entry (and the caller, and
+        // in the end the CPU's queue) with it: its reply object answers EIO
+        // as it unwinds, and the entry is committed as usual.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match RequestWithSender::with_ring(sender.clone(), &buf[..len]) {
+                Some(req) => {
+                    if let Ok(Operation::Destroy(_)) = req.request.operation() {
+                        req.reply::<ReplyEmpty>().ok();
+                    } else {
+                        req.dispatch(&self.se);
+                    }
+                }
+                None => {
+                    let _ = sender.send(&[IoSlice::new(&err_header(unique, libc::EIO))]);
                 }
             }
-            None => {
+        }));
+        if served.is_err() {
+            error!("FUSE over io_uring: a request handler panicked (request {unique})");
+            if !slot.shared.replied.load(Ordering::Acquire) {
                 let _ = sender.send(&[IoSlice::new(&err_header(unique, libc::EIO))]);
             }
         }

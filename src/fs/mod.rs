@@ -1179,16 +1179,19 @@ impl Fs {
         }
         let rel = self.child(parent, name)?;
         let _g = self.locks.lock(parent, name);
-        let copies = self.find_all(&rel)?;
+        // The parent's held tier handles, as lookup uses: no path walk from
+        // the tier roots for the common case of one copy.
+        let d = self.dir_fds(parent)?;
+        let copies = self.find_all_at(&d, name)?;
         let (wt, winner) = copies.first().copied().ok_or(Errno(libc::ENOENT))?;
         if is_dir(&winner) {
             return Err(Errno(libc::EISDIR));
         }
-        let ino = self.union_ino(wt, &rel, &winner);
+        let ino = self.ino_at(&d, wt, name, &winner);
         for (i, st) in copies.iter().rev() {
             if *i == wt {
-                let (dir, n) = self.tier(*i)?.parent(&rel)?;
-                self.checked(c, || rustix::fs::unlinkat(&dir, os(n), AtFlags::empty()))?;
+                let dir = d.fds.get(wt).and_then(Option::as_ref).ok_or(Errno(libc::EIO))?;
+                self.checked(c, || rustix::fs::unlinkat(dir, os(name), AtFlags::empty()))?;
             } else {
                 self.remove_copy(*i, &rel, st)?;
             }

@@ -1190,7 +1190,11 @@ impl Fs {
         let ino = self.ino_at(&d, wt, name, &winner);
         for (i, st) in copies.iter().rev() {
             if *i == wt {
-                let dir = d.fds.get(wt).and_then(Option::as_ref).ok_or(Errno(libc::EIO))?;
+                let dir = d
+                    .fds
+                    .get(wt)
+                    .and_then(Option::as_ref)
+                    .ok_or(Errno(libc::EIO))?;
                 self.checked(c, || rustix::fs::unlinkat(dir, os(name), AtFlags::empty()))?;
             } else {
                 self.remove_copy(*i, &rel, st)?;

@@ -238,6 +238,20 @@ impl FuseFs {
     }
 }
 
+/// Whether this process may create io_uring instances:
+/// `kernel.io_uring_disabled` is 0 (anyone), 1 (privileged only) or 2
+/// (no one). Kernels without the sysctl allow it.
+fn io_uring_allowed(root: bool) -> bool {
+    match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        Ok(v) => match v.trim() {
+            "0" => true,
+            "1" => root,
+            _ => false,
+        },
+        Err(_) => true,
+    }
+}
+
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -408,7 +422,9 @@ impl Filesystem for FuseFs {
             };
             log::info!("I/O mode: through the daemon (passthrough {why})");
         }
+        let uring_allowed = io_uring_allowed(root);
         if self.want_uring != Uring::Off
+            && uring_allowed
             && caps.contains(InitFlags::FUSE_OVER_IO_URING)
             && config
                 .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
@@ -418,6 +434,8 @@ impl Filesystem for FuseFs {
         } else {
             let why = if self.want_uring == Uring::Off {
                 "io_uring disabled by -o uring=off"
+            } else if !uring_allowed {
+                "io_uring is disabled for this process (sysctl kernel.io_uring_disabled)"
             } else {
                 "io_uring not offered: needs Linux 6.14+ with fuse.enable_uring=Y (-o uring=on sets it)"
             };

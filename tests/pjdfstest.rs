@@ -158,7 +158,9 @@ fn run_pjdfstest(dfs_args: &[&str]) {
         let log = fs::read_to_string(&rig.dfs_log).unwrap_or_default();
         assert!(log.contains(want), "dfs did not say {want:?}:\n{log}");
         let uring = dfs_args.iter().any(|a| a.contains("uring=on"))
-            && Path::new("/sys/module/fuse/parameters/enable_uring").exists();
+            && Path::new("/sys/module/fuse/parameters/enable_uring").exists()
+            && fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+                .map_or(true, |v| v.trim() != "2");
         let want = if uring {
             "transport: io_uring"
         } else {

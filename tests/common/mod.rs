@@ -82,7 +82,10 @@ pub fn kernel_uring() -> bool {
         if fs::read_to_string(ENABLE_URING).is_ok_and(|v| v.trim() != "Y") {
             let _ = fs::write(ENABLE_URING, "Y");
         }
-        fs::read_to_string(ENABLE_URING).is_ok_and(|v| v.trim() == "Y")
+        // io_uring itself must be allowed (root here: `1` allows it too).
+        let allowed = fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+            .map_or(true, |v| v.trim() != "2");
+        allowed && fs::read_to_string(ENABLE_URING).is_ok_and(|v| v.trim() == "Y")
     })
 }
 

@@ -241,6 +241,9 @@ fn status(
     mp: &Path,
 ) -> std::io::Result<()> {
     writeln!(out, "dfs on {}", mp.display())?;
+    for (what, how) in core.modes() {
+        writeln!(out, "{what}: {how}")?;
+    }
     let st = mover.map(|m| m.state());
     writeln!(out, "tiers (fastest first):")?;
     for t in core.tiers().iter() {

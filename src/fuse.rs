@@ -411,7 +411,10 @@ impl Filesystem for FuseFs {
             && config.set_max_stack_depth(1).is_ok()
         {
             self.passthrough = true;
-            log::info!("I/O mode: kernel passthrough (reads, writes and mmap bypass the daemon)");
+            self.core.set_mode(
+                "I/O mode",
+                "kernel passthrough (reads, writes and mmap bypass the daemon)".into(),
+            );
         } else {
             let why = if !self.want_passthrough {
                 "disabled by -o nopassthrough"
@@ -420,7 +423,10 @@ impl Filesystem for FuseFs {
             } else {
                 "not offered by this kernel (needs Linux 6.9 or later)"
             };
-            log::info!("I/O mode: through the daemon (passthrough {why})");
+            self.core.set_mode(
+                "I/O mode",
+                format!("through the daemon (passthrough {why})"),
+            );
         }
         let uring_allowed = io_uring_allowed(root);
         if self.want_uring != Uring::Off
@@ -430,7 +436,8 @@ impl Filesystem for FuseFs {
                 .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
                 .is_ok()
         {
-            log::info!("transport: io_uring, one request queue per CPU");
+            self.core
+                .set_mode("transport", "io_uring, one request queue per CPU".into());
         } else {
             let why = if self.want_uring == Uring::Off {
                 "io_uring disabled by -o uring=off"
@@ -439,7 +446,8 @@ impl Filesystem for FuseFs {
             } else {
                 "io_uring not offered: needs Linux 6.14+ with fuse.enable_uring=Y (-o uring=on sets it)"
             };
-            log::info!("transport: /dev/fuse ({why})");
+            self.core
+                .set_mode("transport", format!("/dev/fuse ({why})"));
         }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);

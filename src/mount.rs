@@ -149,21 +149,28 @@ pub fn run_with(
         Ok(w) => {
             let inval = Arc::new(crate::fuse::NotifierInvalidate(session.notifier()));
             if w.start(core.clone(), inval) == crate::watch::Mode::Watching {
-                log::info!(
-                    "tier changes: watched with fanotify; the kernel caches for {:?} (entries), \
-                     {:?} (attributes), {:?} (missing names)",
-                    ttl.entry,
-                    ttl.attr,
-                    ttl.negative
+                core.set_mode(
+                    "tier changes",
+                    format!(
+                        "watched with fanotify; the kernel caches for {:?} (entries), \
+                         {:?} (attributes), {:?} (missing names)",
+                        ttl.entry, ttl.attr, ttl.negative
+                    ),
+                );
+            } else {
+                core.set_mode(
+                    "tier changes",
+                    "not watched (the watcher did not start; see the warning above)".into(),
                 );
             }
         }
-        Err(why) => log::info!(
-            "tier changes: not watched ({why}); changes made directly on a tier show within \
-             the cache lifetimes: {:?} (entries), {:?} (attributes), {:?} (missing names)",
-            ttl.entry,
-            ttl.attr,
-            ttl.negative
+        Err(why) => core.set_mode(
+            "tier changes",
+            format!(
+                "not watched ({why}); changes made directly on a tier show within the cache \
+                 lifetimes: {:?} (entries), {:?} (attributes), {:?} (missing names)",
+                ttl.entry, ttl.attr, ttl.negative
+            ),
         ),
     }
 

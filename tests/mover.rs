@@ -1652,7 +1652,21 @@ fn status_shows_tiers_bars_and_the_mover_state() {
     let out = status(&m);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], format!("dfs on {}", m.mnt().display()), "{out}");
-    assert_eq!(lines[1], "tiers (fastest first):", "{out}");
+    // How the mount talks to the kernel, as startup decided it.
+    assert!(
+        lines[1].starts_with("I/O mode: kernel passthrough"),
+        "{out}"
+    );
+    let transport = expected_transport(&[]);
+    assert!(
+        lines[2].starts_with(transport),
+        "want {transport:?}:\n{out}"
+    );
+    assert!(
+        lines[3].starts_with("tier changes: watched with fanotify"),
+        "{out}"
+    );
+    assert_eq!(lines[4], "tiers (fastest first):", "{out}");
     let pss = tier_line(&out, "pss");
     let sss = tier_line(&out, "sss");
     assert!(pss.ends_with(&m.tier(0).display().to_string()), "{pss}");

@@ -201,6 +201,9 @@ pub struct Fs {
     released: IdMap<FileVersion>,
     /// The latest listing of each directory listed without OPENDIR.
     listings: IdMap<Arc<DirHandle>>,
+    /// How the mount talks to the kernel (I/O mode, transport, tier
+    /// watching), as decided at startup, for `dfs status`.
+    modes: parking_lot::Mutex<Vec<(&'static str, String)>>,
     /// Open handles per node (`files` is by handle number).
     open_counts: IdMap<u32>,
     /// Of those, the ones open for writing.
@@ -440,6 +443,7 @@ impl Fs {
             state_dirs: parking_lot::Mutex::new(Vec::new()),
             released: IdMap::default(),
             listings: IdMap::default(),
+            modes: parking_lot::Mutex::new(Vec::new()),
             open_counts: IdMap::default(),
             writer_counts: IdMap::default(),
         }
@@ -565,6 +569,20 @@ impl Fs {
             }
         }
         Ok(None)
+    }
+
+    /// Records and logs how the mount does `what` (e.g. "I/O mode"), so
+    /// that `dfs status` can say it too.
+    pub fn set_mode(&self, what: &'static str, how: String) {
+        log::info!("{what}: {how}");
+        let mut m = self.modes.lock();
+        m.retain(|(w, _)| *w != what);
+        m.push((what, how));
+    }
+
+    /// The modes recorded by [`Fs::set_mode`], in the order first set.
+    pub fn modes(&self) -> Vec<(&'static str, String)> {
+        self.modes.lock().clone()
     }
 
     /// The tiers, in order.

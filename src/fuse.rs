@@ -730,7 +730,7 @@ impl Filesystem for FuseFs {
                 ino,
                 e.cookie,
                 dirent_type(e.kind),
-                OsStr::from_bytes(&e.name),
+                OsStr::from_bytes(h.name(e)),
             ) {
                 break;
             }
@@ -771,11 +771,12 @@ impl Filesystem for FuseFs {
             self.core.end_listing(ino.0);
         }
         for e in rest {
-            let name = OsStr::from_bytes(&e.name);
-            if self.core.holds(e.ino) {
+            let name = OsStr::from_bytes(h.name(e));
+            if self.core.may_hold(e.ino) {
                 // The kernel knows this node (and whatever it caches of it
                 // is kept right by dfs's invalidations): list the name only,
-                // which costs no stat. A name it lacks is looked up on use.
+                // which costs no stat. A name it lacks is looked up on use
+                // (also when `may_hold` errs on the side of yes).
                 if reply.add_name(INodeNo(e.ino), e.cookie, dirent_type(e.kind), name) {
                     break;
                 }

@@ -1003,7 +1003,7 @@ impl Harness {
         let mut d_inos: HashMap<String, u64> = HashMap::new();
         let mut plus: Vec<(String, Res<Attr>)> = Vec::new();
         for e in &h.entries {
-            let n = String::from_utf8(e.name.to_vec()).expect("utf-8 name");
+            let n = String::from_utf8(h.name(e).to_vec()).expect("utf-8 name");
             d_inos.insert(n.clone(), self.fs.entry_ino(e));
             let r = self.fs.entry_lookup(&h, e).map_err(|e| e.0);
             if let Ok(a) = &r {

@@ -11,7 +11,6 @@
 //! a name present throughout a listing is returned exactly once, as on
 //! ext4, whose hashed directories work the same way.
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
@@ -22,33 +21,43 @@ use rustix::fs::{FileType, OFlags, RawDir};
 use super::{Errno, Result, not_here};
 use crate::tiers::{STATE_DIR, TierSet};
 
-/// One name of a merged listing.
-#[derive(Debug)]
+/// One name of a merged listing. Its bytes live in the listing's name
+/// buffer ([`DirHandle::name`]): one allocation per listing, not per name.
+#[derive(Debug, Clone, Copy)]
 pub struct DirEntry {
-    /// The name's bytes.
-    pub name: Box<[u8]>,
-    /// Tier of the winning copy.
-    pub tier: usize,
-    /// d_ino on that tier.
-    pub d_ino: u64,
-    /// d_type on that tier.
-    pub kind: FileType,
-    /// The entry's node id as stat shows it (filled in by the core).
-    pub ino: u64,
     /// Its readdir offset: a hash of the name (see the module doc).
     pub cookie: u64,
+    /// d_ino on the winning tier.
+    pub d_ino: u64,
+    /// The entry's node id as stat shows it (filled in by the core).
+    pub ino: u64,
+    /// Where the name starts in the listing's name buffer.
+    name_at: u32,
+    /// The name's length in bytes.
+    name_len: u32,
+    /// Tier of the winning copy.
+    pub tier: usize,
+    /// d_type on that tier.
+    pub kind: FileType,
 }
 
 /// First cookie of a name (offsets 0, 1 and 2 are the start, "." and "..").
-/// std's SipHash with its fixed keys: stable for the life of the process,
-/// which is as long as a directory stream lives.
+/// Fx's byte hash: cheap (a listing hashes every name), the same in every
+/// run (an NFS client may resume a listing after a restart), and spread
+/// enough that two names of one directory rarely share a value; when they
+/// do, the later one is bumped (see [`list`]).
 fn cookie_of(name: &[u8]) -> u64 {
     use std::hash::Hasher;
-    let mut h = std::hash::DefaultHasher::new();
+    let mut h = rustc_hash::FxHasher::default();
     h.write(name);
-    // 62 bits: far below 2^63 (offsets are signed in the kernel) even
-    // after collisions bump a cookie.
-    (h.finish() >> 2).max(3)
+    // A final mix, so that every bit of the name reaches the top bits the
+    // order depends on; 62 bits keep cookies far below 2^63 (offsets are
+    // signed in the kernel) even after collisions bump one.
+    let mut x = h.finish();
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    x ^= x >> 33;
+    (x >> 2).max(3)
 }
 
 /// Index of the first entry of `entries` (sorted by cookie) to serve after
@@ -68,20 +77,37 @@ pub struct DirHandle {
     pub ino: u64,
     /// Names in cookie order.
     pub entries: Vec<DirEntry>,
+    /// Every entry's name bytes, back to back.
+    names: Vec<u8>,
     /// Open handles on the directory's copies, by tier.
     pub fds: Vec<Option<OwnedFd>>,
 }
 
+impl DirHandle {
+    /// The name of entry `e` (an entry of this listing).
+    pub fn name(&self, e: &DirEntry) -> &[u8] {
+        name_in(&self.names, e)
+    }
+}
+
+fn name_in<'a>(names: &'a [u8], e: &DirEntry) -> &'a [u8] {
+    let at = e.name_at as usize;
+    &names[at..at + e.name_len as usize]
+}
+
 /// Lists the union directory whose tier copies `copies` holds (by tier;
 /// handles may be `O_PATH`); `is_root` hides dfs's own state dir.
+///
+/// Every tier's names go into one vector, sorted by (cookie, name, tier):
+/// copies of one name end up side by side with the winning (first) tier's
+/// first, and the shadowed ones are dropped in the same pass. A listing
+/// allocates a few vectors, not one box per name or a set per tier.
 pub fn list(copies: &[Option<OwnedFd>], ino: u64, is_root: bool) -> Result<DirHandle> {
     let mut fds: Vec<Option<OwnedFd>> = Vec::with_capacity(copies.len());
-    // Each tier's names, in tier order; a name already listed by an earlier
-    // tier is shadowed. Names are unique within one tier, so the first tier
-    // holding the directory needs no checking at all.
-    let mut per_tier: Vec<Vec<DirEntry>> = Vec::with_capacity(copies.len());
+    let mut entries: Vec<DirEntry> = Vec::new();
+    let mut names: Vec<u8> = Vec::new();
     let mut found = false;
-    let mut buf: Vec<MaybeUninit<u8>> = vec![MaybeUninit::uninit(); 64 * 1024];
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     for (index, copy) in copies.iter().enumerate() {
         let Some(copy) = copy else {
             fds.push(None);
@@ -101,46 +127,44 @@ pub fn list(copies: &[Option<OwnedFd>], ino: u64, is_root: bool) -> Result<DirHa
             Err(e) => return Err(e.into()),
         };
         found = true;
-        let earlier: HashSet<&[u8]> = if per_tier.is_empty() {
-            HashSet::new()
-        } else {
-            per_tier.iter().flatten().map(|e| &*e.name).collect()
-        };
-        let mut mine = Vec::new();
-        {
-            let mut dir = RawDir::new(&fd, &mut buf);
-            while let Some(ent) = dir.next() {
-                let ent = ent.map_err(Errno::from)?;
-                let name = ent.file_name().to_bytes();
-                if name == b"." || name == b".." {
-                    continue;
-                }
-                if is_root && name == STATE_DIR.as_bytes() {
-                    continue;
-                }
-                if earlier.contains(name) {
-                    continue;
-                }
-                mine.push(DirEntry {
-                    name: name.into(),
-                    tier: index,
-                    d_ino: ent.ino(),
-                    kind: ent.file_type(),
-                    ino: 0,
-                    cookie: cookie_of(name),
-                });
+        let mut dir = RawDir::new(&fd, buf.spare_capacity_mut());
+        while let Some(ent) = dir.next() {
+            let ent = ent.map_err(Errno::from)?;
+            let name = ent.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
             }
+            if is_root && name == STATE_DIR.as_bytes() {
+                continue;
+            }
+            let name_at = u32::try_from(names.len()).map_err(|_| Errno(libc::ENOMEM))?;
+            names.extend_from_slice(name);
+            entries.push(DirEntry {
+                cookie: cookie_of(name),
+                d_ino: ent.ino(),
+                ino: 0,
+                name_at,
+                name_len: name.len() as u32,
+                tier: index,
+                kind: ent.file_type(),
+            });
         }
-        drop(earlier);
-        per_tier.push(mine);
-        // Rewind is not needed: the handle is only used for *at calls now.
+        // The handle is only used for *at calls from now on: no rewind.
         fds.push(Some(fd));
     }
     if !found {
         return Err(Errno(libc::ENOENT));
     }
-    let mut entries: Vec<DirEntry> = per_tier.into_iter().flatten().collect();
-    entries.sort_unstable_by(|a, b| (a.cookie, &a.name).cmp(&(b.cookie, &b.name)));
+    entries.sort_unstable_by(|a, b| {
+        a.cookie
+            .cmp(&b.cookie)
+            .then_with(|| name_in(&names, a).cmp(name_in(&names, b)))
+            .then(a.tier.cmp(&b.tier))
+    });
+    // A name on several tiers: the first tier's copy wins (it sorts first).
+    entries.dedup_by(|later, kept| {
+        later.cookie == kept.cookie && name_in(&names, later) == name_in(&names, kept)
+    });
     // Two names with one hash (about 1 in 10^9 for 10^5 names) get
     // consecutive cookies, so every entry's offset is its own.
     for i in 1..entries.len() {
@@ -148,7 +172,12 @@ pub fn list(copies: &[Option<OwnedFd>], ino: u64, is_root: bool) -> Result<DirHa
             entries[i].cookie = entries[i - 1].cookie + 1;
         }
     }
-    Ok(DirHandle { ino, entries, fds })
+    Ok(DirHandle {
+        ino,
+        entries,
+        names,
+        fds,
+    })
 }
 
 /// Whether the union directory `rel` has no names (rmdir, rename checks).
@@ -207,5 +236,58 @@ pub fn remove_tree(dir: &OwnedFd, name: &[u8]) -> Result<()> {
     match rustix::fs::unlinkat(dir, os, rustix::fs::AtFlags::REMOVEDIR) {
         Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_path(p: &std::path::Path) -> Option<OwnedFd> {
+        Some(
+            rustix::fs::open(
+                p,
+                OFlags::PATH | OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .expect("open tier dir"),
+        )
+    }
+
+    #[test]
+    fn merges_tiers_first_copy_wins_and_cookies_rise() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let b = tempfile::tempdir().expect("tempdir");
+        for n in ["both", "only-a", "x"] {
+            std::fs::write(a.path().join(n), b"a").expect("write");
+        }
+        for n in ["both", "only-b", "x"] {
+            std::fs::write(b.path().join(n), b"b").expect("write");
+        }
+        let copies = vec![open_path(a.path()), None, open_path(b.path())];
+        let h = list(&copies, 7, false).expect("list");
+        let mut seen: Vec<(String, usize)> = h
+            .entries
+            .iter()
+            .map(|e| (String::from_utf8_lossy(h.name(e)).into_owned(), e.tier))
+            .collect();
+        assert!(h.entries.windows(2).all(|w| w[0].cookie < w[1].cookie));
+        assert!(h.entries.iter().all(|e| e.cookie > 2));
+        seen.sort();
+        let want = [("both", 0), ("only-a", 0), ("only-b", 2), ("x", 0)];
+        let want: Vec<(String, usize)> = want.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+        assert_eq!(seen, want);
+        // Resuming after any entry's cookie gives exactly the rest.
+        for (i, e) in h.entries.iter().enumerate() {
+            assert_eq!(resume_at(&h.entries, e.cookie), i + 1);
+        }
+        assert_eq!(resume_at(&h.entries, 0), 0);
+    }
+
+    #[test]
+    fn cookies_depend_on_the_name_alone() {
+        assert_eq!(cookie_of(b"report.pdf"), cookie_of(b"report.pdf"));
+        assert_ne!(cookie_of(b"report.pdf"), cookie_of(b"report.pdg"));
+        assert!(cookie_of(b"") >= 3 && cookie_of(b"a") < (1 << 62));
     }
 }

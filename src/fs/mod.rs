@@ -11,6 +11,7 @@
 //! stale copy on a faster tier; nothing ever returns EXDEV for a rename or
 //! link inside the mount.
 
+pub mod deferred;
 pub mod dir;
 pub mod nodes;
 pub mod transfer;
@@ -191,6 +192,12 @@ pub struct Fs {
     /// file on neither tier.
     /// Striped by name, so lookups of different names never share a lock.
     scan_guard: Vec<parking_lot::RwLock<()>>,
+    /// Held for reading by every listing (which covers every name), and
+    /// for writing by the mover's switch together with its names' stripes
+    /// of `scan_guard`: a listing takes one lock, not all the stripes.
+    list_guard: parking_lot::RwLock<()>,
+    /// Drops handles whose close a client need not wait for.
+    deferred: deferred::Deferred,
     /// The mover's state directories (`.dfs/tmp`, `.dfs/ids` of each
     /// tier), opened once instead of per moved file.
     state_dirs: parking_lot::Mutex<Vec<StateDir>>,
@@ -440,6 +447,8 @@ impl Fs {
             dir_epoch: AtomicU64::new(0),
             dir_ttl_ms: AtomicU64::new(1000),
             scan_guard: (0..64).map(|_| parking_lot::RwLock::new(())).collect(),
+            list_guard: parking_lot::RwLock::new(()),
+            deferred: deferred::Deferred::new(),
             state_dirs: parking_lot::Mutex::new(Vec::new()),
             released: IdMap::default(),
             listings: IdMap::default(),
@@ -1578,6 +1587,10 @@ impl Fs {
             }
             counts.remove_if(&h.ino, |_, n| *n == 0);
         }
+        // A reader's close is nobody's business (see [`deferred`]).
+        if !h.writable {
+            self.deferred.drop_later(h);
+        }
     }
 
     /// Whether the data of file `ino` is as dfs's own handles left it: open
@@ -1676,7 +1689,9 @@ impl Fs {
         if self.listings.len() >= 1024 {
             self.listings.clear();
         }
-        self.listings.insert(ino, h.clone());
+        if let Some(old) = self.listings.insert(ino, h.clone()) {
+            self.deferred.drop_later(old);
+        }
         Ok(h)
     }
 
@@ -1696,12 +1711,12 @@ impl Fs {
             }
         };
         let mut h = {
-            // A listing covers every name: hold every stripe (in order).
-            let _scan: Vec<_> = self.scan_guard.iter().map(|l| l.read()).collect();
+            // A listing covers every name: no switch may run across it.
+            let _scan = self.list_guard.read();
             dir::list(&copies.fds, ino, ino == ROOT)?
         };
-        for e in h.entries.iter_mut() {
-            e.ino = self.listed_ino(&h.fds, e);
+        for i in 0..h.entries.len() {
+            h.entries[i].ino = self.listed_ino(&h, &h.entries[i]);
         }
         Ok(h)
     }
@@ -1719,7 +1734,7 @@ impl Fs {
         e.ino
     }
 
-    fn listed_ino(&self, fds: &[Option<OwnedFd>], e: &dir::DirEntry) -> u64 {
+    fn listed_ino(&self, h: &DirHandle, e: &dir::DirEntry) -> u64 {
         let dev = self.tiers.get(e.tier).map(|t| t.dev).unwrap_or(0);
         let plain = self.nodes.ino_for(dev, e.d_ino);
         let may_carry = matches!(
@@ -1730,15 +1745,15 @@ impl Fs {
         if !(self.ino_xattr && may_carry && carries) {
             return plain;
         }
-        let Some(fd) = fds.get(e.tier).and_then(|f| f.as_ref()) else {
+        let Some(fd) = h.fds.get(e.tier).and_then(|f| f.as_ref()) else {
             return plain;
         };
-        match read_ino_xattr(fd, &e.name) {
+        match read_ino_xattr(fd, h.name(e)) {
             None => plain,
             Some(ino) if e.kind == rustix::fs::FileType::Directory => ino,
             // A file's recorded id counts only while it has one link, as in
             // lookups (see carries_ino).
-            Some(ino) => match rustix::fs::statat(fd, os(&e.name), AtFlags::SYMLINK_NOFOLLOW) {
+            Some(ino) => match rustix::fs::statat(fd, os(h.name(e)), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if carries_ino(&st) => ino,
                 Ok(st) => self.nodes.ino_for(st.st_dev, st.st_ino),
                 Err(_) => plain,
@@ -1754,40 +1769,45 @@ impl Fs {
             .get(e.tier)
             .and_then(|f| f.as_ref())
             .ok_or(Errno(libc::ENOENT))?;
-        let st = match rustix::fs::statat(fd, os(&e.name), AtFlags::SYMLINK_NOFOLLOW) {
+        let st = match rustix::fs::statat(fd, os(h.name(e)), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             // Moved to another tier since the listing was made (the mover,
             // or a change on the tiers): look it up afresh.
-            Err(_) => return self.lookup(h.ino, &e.name),
+            Err(_) => return self.lookup(h.ino, h.name(e)),
         };
         let mut a = self.attr_of(st);
         if carries_ino(&st)
             && self.ino_xattr
             && self.tiers.get(e.tier).is_some_and(|t| t.carries_ids())
-            && let Some(ino) = read_ino_xattr(fd, &e.name)
+            && let Some(ino) = read_ino_xattr(fd, h.name(e))
         {
             a.ino = ino;
         }
         self.nodes
-            .remember(a.ino, kind_of(&st), e.tier, h.ino, &e.name);
+            .remember(a.ino, kind_of(&st), e.tier, h.ino, h.name(e));
         Ok(a)
     }
 
-    /// Whether the kernel holds node `ino` (has looked it up and not
-    /// forgotten it).
-    pub fn holds(&self, ino: u64) -> bool {
-        self.nodes.contains(ino)
+    /// Whether the kernel may hold node `ino` (has looked it up and not
+    /// forgotten it): never false when it does, rarely true when it does
+    /// not; cheap, for every name of a listing.
+    pub fn may_hold(&self, ino: u64) -> bool {
+        self.nodes.may_hold(ino)
     }
 
     /// A listing without a handle reached its end: its snapshot is no
     /// longer needed (a later request rebuilds one).
     pub fn end_listing(&self, ino: u64) {
-        self.listings.remove(&ino);
+        if let Some((_, h)) = self.listings.remove(&ino) {
+            self.deferred.drop_later(h);
+        }
     }
 
     /// Closes a directory handle.
     pub fn releasedir(&self, fh: u64) {
-        self.dirs.remove(&fh);
+        if let Some((_, h)) = self.dirs.remove(&fh) {
+            self.deferred.drop_later(h);
+        }
     }
 
     /// fsync of every tier's copy of directory `ino` (through its handle

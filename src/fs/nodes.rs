@@ -7,7 +7,7 @@
 //! it survives renames, is shared by hard links, and is unique across tiers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
@@ -78,11 +78,67 @@ impl Node {
     }
 }
 
+/// Slots of the [`Held`] filter (a power of two).
+const HELD_SLOTS: usize = 1 << 20;
+
+/// A lock-free, approximate answer to "may the kernel hold this node?",
+/// for listings: readdirplus lists a held node by name only (no stat), so
+/// it asks once per entry, and a lookup in the node table costs a few cache
+/// misses and a shard lock each (measured: 10-20 µs per 100 names).
+///
+/// One saturating counter per slot, indexed by the id's low bits: the ids
+/// of files made together (consecutive inode numbers) share cache lines,
+/// so a whole directory costs a miss or two. It never says no for a held
+/// node; it may say yes for one that is not held (another id in its slot),
+/// and then the name goes out without attributes and the kernel looks it
+/// up when it needs them: slower, never wrong.
+struct Held(Box<[AtomicU8]>);
+
+impl Held {
+    fn new() -> Self {
+        Held((0..HELD_SLOTS).map(|_| AtomicU8::new(0)).collect())
+    }
+
+    fn slot(&self, ino: u64) -> &AtomicU8 {
+        // Fold the device index (top bits) in, so the same inode number on
+        // two tiers usually lands apart.
+        &self.0[((ino ^ (ino >> 44)) as usize) & (HELD_SLOTS - 1)]
+    }
+
+    fn add(&self, ino: u64) {
+        // A full counter sticks at 255: it may then over-report, never under.
+        let _ = self
+            .slot(ino)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                (c != u8::MAX).then(|| c + 1)
+            });
+    }
+
+    fn remove(&self, ino: u64) {
+        let _ = self
+            .slot(ino)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                (c != 0 && c != u8::MAX).then(|| c - 1)
+            });
+    }
+
+    fn may_hold(&self, ino: u64) -> bool {
+        self.slot(ino).load(Ordering::Relaxed) != 0
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held(..)")
+    }
+}
+
 /// Node table plus the device map that turns backing identities into ids.
 #[derive(Debug)]
 pub struct Nodes {
     map: IdMap<Arc<Node>>,
     devs: RwLock<Vec<u64>>,
+    held: Held,
 }
 
 impl Nodes {
@@ -100,6 +156,7 @@ impl Nodes {
         Nodes {
             map,
             devs: RwLock::new(devs),
+            held: Held::new(),
         }
     }
 
@@ -156,10 +213,10 @@ impl Nodes {
             e.clone()
         });
         let node = known.unwrap_or_else(|| {
-            let e = self
-                .map
-                .entry(ino)
-                .or_insert_with(|| Arc::new(Node::new(kind, tier)));
+            let e = self.map.entry(ino).or_insert_with(|| {
+                self.held.add(ino);
+                Arc::new(Node::new(kind, tier))
+            });
             e.lookups.fetch_add(1, Ordering::Relaxed);
             e.clone()
         });
@@ -190,8 +247,13 @@ impl Nodes {
                     Some(v.saturating_sub(n))
                 });
         }
-        self.map
-            .remove_if(&ino, |_, node| node.lookups.load(Ordering::Relaxed) == 0);
+        if self
+            .map
+            .remove_if(&ino, |_, node| node.lookups.load(Ordering::Relaxed) == 0)
+            .is_some()
+        {
+            self.held.remove(ino);
+        }
     }
 
     /// `name` in `parent` no longer names `ino`.
@@ -267,6 +329,13 @@ impl Nodes {
         self.map.contains_key(&ino)
     }
 
+    /// Whether the kernel may hold node `ino`: true whenever it does, and
+    /// now and then when it does not (see [`Held`]); cheap enough to ask
+    /// for every name of a listing.
+    pub fn may_hold(&self, ino: u64) -> bool {
+        self.held.may_hold(ino)
+    }
+
     /// Number of nodes held (for status and memory tests).
     pub fn len(&self) -> usize {
         self.map.len()
@@ -290,6 +359,35 @@ mod tests {
         assert_ne!(n.ino_for(10, 5), ROOT);
         let big = n.ino_for(10, 1 << 50);
         assert!(big >> 63 == 1);
+    }
+
+    #[test]
+    fn held_filter_never_misses_a_held_node() {
+        let n = Nodes::new(&[1]);
+        let a = n.ino_for(1, 1000);
+        let same_slot = a + HELD_SLOTS as u64;
+        assert!(!n.may_hold(a));
+        n.remember(a, libc::S_IFREG, 0, ROOT, b"a");
+        n.remember(same_slot, libc::S_IFREG, 0, ROOT, b"b");
+        n.remember(a, libc::S_IFREG, 0, ROOT, b"a");
+        assert!(n.may_hold(a) && n.may_hold(same_slot));
+        // a still has one lookup: held.
+        n.forget(a, 1);
+        assert!(n.contains(a) && n.may_hold(a));
+        // The slot's other node keeps it set after a is gone.
+        n.forget(a, 1);
+        assert!(!n.contains(a) && n.may_hold(same_slot));
+        n.forget(same_slot, 1);
+        assert!(!n.may_hold(a) && !n.may_hold(same_slot));
+        // A saturated slot stays set for good (over-reports, never under).
+        let ids: Vec<u64> = (0..300).map(|i| a + i * HELD_SLOTS as u64).collect();
+        for &i in &ids {
+            n.remember(i, libc::S_IFREG, 0, ROOT, b"x");
+        }
+        for &i in &ids {
+            n.forget(i, 1);
+        }
+        assert!(n.may_hold(a));
     }
 
     #[test]

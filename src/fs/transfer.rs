@@ -438,6 +438,7 @@ impl Fs {
         scans.sort_unstable();
         scans.dedup();
         {
+            let _no_lists = self.list_guard.write();
             let _no_scans: Vec<_> = scans.iter().map(|&i| self.scan_guard[i].write()).collect();
             let mut removed: Vec<Go> = Vec::new();
             let mut undone: Vec<Go> = Vec::new();

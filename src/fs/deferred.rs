@@ -9,11 +9,12 @@
 //! such handles are handed to one background thread, which drops them in
 //! batches a moment later.
 //!
-//! Only handles whose close nobody can observe are deferred: directory
-//! handles and read-only files. A file opened for writing is closed at
-//! once, since its close is visible (`ETXTBSY` for a program about to run
-//! it from the tier, the space of an unlinked file, close-time work of some
-//! filesystems).
+//! Only directory handles and read-only files are deferred. A file opened
+//! for writing is closed at once, since its close can be seen (`ETXTBSY`
+//! for a program about to run it from the tier, close-time flushes of some
+//! filesystems). The one visible effect of a deferred close is that the
+//! space of a file unlinked while it was being read comes back a few
+//! milliseconds later.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -98,16 +99,13 @@ impl Default for Deferred {
 }
 
 fn run(s: &Shared) {
-    // Idle priority: the thread runs on a CPU nothing else wants, and never
-    // preempts a client (or the request threads) to close a handle. When
-    // the CPUs stay busy it falls behind and `MAX_WAITING` bounds it.
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain syscall on the calling thread with a valid parameter.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-        log::debug!(
-            "closer thread keeps normal priority: {}",
-            std::io::Error::last_os_error()
-        );
+    // Lowest priority: the thread takes a CPU nothing else wants and does
+    // not preempt a client (or the request threads) to close a handle, but
+    // (unlike SCHED_IDLE) still gets its small share when the CPUs stay
+    // busy; `MAX_WAITING` bounds what it may fall behind by.
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+        log::debug!("closer thread keeps its priority: {e}");
     }
     loop {
         let mut q = s.queue.lock();

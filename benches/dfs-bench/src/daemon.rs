@@ -4,6 +4,8 @@
 //! `Daemon` guard's Drop), Ctrl-C/SIGTERM/SIGHUP (a signal thread, which
 //! unmounts every daemon still up), and the benchmark being killed outright
 //! (PR_SET_PDEATHSIG sends dfs SIGTERM, on which it unmounts itself).
+//! The floor probe's in-process mount (floor.rs) is registered here too, so
+//! that the signal thread detaches it before the process exits.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -103,6 +105,41 @@ struct Teardown {
 
 /// Every daemon still mounted (the signal thread unmounts them all).
 static TEARDOWN: Mutex<Vec<Teardown>> = Mutex::new(Vec::new());
+
+/// In-process FUSE mounts still up (the floor probe's): the signal thread
+/// detaches them, since their daemon threads die with the process and would
+/// leave a dead mount behind.
+static LOCAL_MOUNTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Registers an in-process FUSE mount for the signal thread to detach.
+pub fn register_local_mount(mnt: &Path) {
+    lock(&LOCAL_MOUNTS).push(mnt.to_path_buf());
+}
+
+/// Forgets an in-process mount registered with `register_local_mount`
+/// (its owner is about to unmount it).
+pub fn unregister_local_mount(mnt: &Path) {
+    lock(&LOCAL_MOUNTS).retain(|m| m != mnt);
+}
+
+/// Locks `m` even if a panicking thread poisoned it: the lists behind these
+/// locks stay consistent (every change is a single push or retain), and
+/// teardown must run after a panic too.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Lazily unmounts `mnt` (umount2 with MNT_DETACH): it goes from the
+/// namespace at once, whatever still uses it.
+pub fn detach(mnt: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(mnt.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: a NUL-terminated path and a valid flag.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// The scratch directory the signal thread removes after unmounting (unset
 /// with --keep).
@@ -393,7 +430,8 @@ impl Drop for Daemon {
     }
 }
 
-fn still_mounted(mnt: &Path) -> bool {
+/// Whether `mnt` is a mount point in /proc/mounts.
+pub fn still_mounted(mnt: &Path) -> bool {
     let want = mnt.to_string_lossy();
     std::fs::read_to_string("/proc/mounts")
         .map(|m| {
@@ -457,6 +495,15 @@ pub fn install_signal_handler() -> io::Result<()> {
                     teardown(t.pid, &t.mnt);
                     if still_mounted(&t.mnt) {
                         eprintln!("dfs-bench: {} is still mounted!", t.mnt.display());
+                        left = true;
+                    }
+                }
+                for mnt in std::mem::take(&mut *lock(&LOCAL_MOUNTS)) {
+                    if let Err(e) = detach(&mnt) {
+                        eprintln!("dfs-bench: umount -l {}: {e}", mnt.display());
+                    }
+                    if still_mounted(&mnt) {
+                        eprintln!("dfs-bench: {} is still mounted!", mnt.display());
                         left = true;
                     }
                 }

@@ -6,6 +6,7 @@
 //! (`-- --help` for the flags; `-- --quick` for a ~10x smaller smoke run).
 
 mod daemon;
+mod floor;
 mod mover;
 mod table;
 mod workloads;
@@ -24,7 +25,7 @@ use workloads::{Ctx, Sizes};
 const MIB: u64 = 1 << 20;
 
 const ALL: &[&str] = &[
-    "rt", "seq", "rand", "small", "tree", "neg", "tier2", "mem", "mover",
+    "rt", "floor", "seq", "rand", "small", "tree", "neg", "tier2", "mem", "mover",
 ];
 
 /// Benchmark dfs against the native filesystem on the same disk. Needs root
@@ -56,8 +57,10 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these workloads (comma-separated): rt (the round-trip
-    /// floor), seq, rand, small, tree, neg, tier2, mem (issue 4, on the
-    /// preset mount), mover (issue 5, on mounts of its own).
+    /// floor), floor (the kernel's own cost of a round trip and of a
+    /// LOOKUP, on a zero-work FUSE daemon; added whenever neg or tier2 is,
+    /// unless --no-floor), seq, rand, small, tree, neg, tier2, mem (issue 4,
+    /// on the preset mount), mover (issue 5, on mounts of its own).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Exit with status 2 when a line is under its target.
@@ -78,7 +81,8 @@ struct Args {
     /// mount with the request log on, each workload once on the dfs side,
     /// whose FUSE request counts give every line its floor (the ratio a
     /// zero-cost daemon would reach). With --count-requests the floor comes
-    /// from that run's own counts, and there is no separate pass.
+    /// from that run's own counts, and there is no separate pass. Also
+    /// keeps neg and tier2 from adding the floor group.
     #[arg(long)]
     no_floor: bool,
     /// Write the daemon's whole stderr here (e.g. with RUST_LOG=debug to
@@ -229,7 +233,7 @@ fn run(args: Args) -> io::Result<bool> {
             "must run as root (drop_caches, FUSE passthrough)",
         ));
     }
-    let only: Vec<&str> = if args.only.is_empty() {
+    let mut only: Vec<&str> = if args.only.is_empty() {
         ALL.to_vec()
     } else {
         for w in &args.only {
@@ -242,6 +246,11 @@ fn run(args: Args) -> io::Result<bool> {
         }
         args.only.iter().map(|s| s.as_str()).collect()
     };
+    // The lookup lines' floors need the kernel's LOOKUP costs.
+    if !args.no_floor && !only.contains(&"floor") && only.iter().any(|w| LOOKUP_GROUPS.contains(w))
+    {
+        only.push("floor");
+    }
     let want = |w: &str| only.contains(&w);
     let reps = args.reps.max(1);
     let sizes = args.sizes();
@@ -294,7 +303,8 @@ fn run(args: Args) -> io::Result<bool> {
         mnt.clone(),
     );
     let mover_mnt = scratch.join("mover/mnt");
-    if let Some(m) = [&mnt, &mover_mnt]
+    let probe_mnt = scratch.join(floor::MOUNT_DIR);
+    if let Some(m) = [&mnt, &mover_mnt, &probe_mnt]
         .into_iter()
         .find(|m| daemon::mount_type(m).is_some())
     {
@@ -424,10 +434,13 @@ fn bench(
 type Workload = fn(&Ctx, &mut Table) -> io::Result<()>;
 
 /// The timed issue 4 workload groups, in the order they run (the memory
-/// test, which times nothing, runs after them on its own).
-fn groups() -> [(&'static str, Workload); 7] {
+/// test, which times nothing, runs after them on its own). rt and floor
+/// measure what the floor column is built from, on the dfs mount and on a
+/// zero-work one; the counting pass skips both.
+fn groups() -> [(&'static str, Workload); 8] {
     [
         ("rt", workloads::roundtrip),
+        ("floor", floor::run),
         ("seq", workloads::seq),
         ("rand", workloads::rand_read),
         ("small", workloads::small_files),
@@ -538,7 +551,9 @@ fn preset(
     // The floor needs the round trip measured and something else to put
     // over it; --count-requests has counted every timed phase already.
     let mut count_notable = Vec::new();
-    let to_floor = groups().iter().any(|(g, _)| *g != "rt" && want(g));
+    let to_floor = groups()
+        .iter()
+        .any(|(g, _)| !NOT_COUNTED.contains(g) && want(g));
     if !args.no_floor && !args.count_requests && to_floor && t.roundtrip_secs().is_some() {
         let ctx = CountCtx {
             bin,
@@ -567,6 +582,14 @@ fn preset(
         mem,
     })
 }
+
+/// The groups whose lines (`table::LOOKUP_LINES`) take their floor from
+/// the floor group's LOOKUP costs.
+const LOOKUP_GROUPS: &[&str] = &["neg", "tier2"];
+
+/// The groups the counting pass leaves out: they measure the floor's
+/// costs, not lines that get one.
+const NOT_COUNTED: &[&str] = &["rt", "floor"];
 
 /// Where the counting pass mounts and what it runs on.
 struct CountCtx<'a> {
@@ -618,7 +641,7 @@ fn count_pass(
             dfs_only: true,
         };
         for (name, f) in groups() {
-            if name == "rt" || !want(name) {
+            if NOT_COUNTED.contains(&name) || !want(name) {
                 continue;
             }
             eprintln!("== count: {name}");
@@ -686,13 +709,30 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
     println!();
     println!("issue 4: dfs (preset mount) against the native directory");
     let under = p.t.print();
-    if !p.t.requests.is_empty() {
+    let floors = p.t.rows.iter().any(|r| p.t.floor(r).is_some());
+    if floors || !p.t.requests.is_empty() {
+        let lookups: Vec<&str> =
+            p.t.rows
+                .iter()
+                .map(|r| r.name.as_str())
+                .filter(|n| p.t.lookup_cost(n).is_some())
+                .collect();
         println!(
-            "floor: best ratio with a zero-cost daemon: native time per op / (native time + N x one empty round trip), N = FUSE requests the client waits for per op, {}",
+            "floor: best ratio with a zero-cost daemon: native time per op / (native time + N x C), N = FUSE requests the client waits for per op ({}), C = one empty round trip{}",
             if args.count_requests {
                 "counted in this run (debug logging on, so the round trip is slowed too)"
-            } else {
+            } else if !p.t.requests.is_empty() {
                 "counted in a separate run"
+            } else {
+                "not counted: 1 for the lookup lines, no floor for the others"
+            },
+            if lookups.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; for {}: native time per op / (N x L), L = one stat through a zero-work FUSE daemon that answers that line's kind of LOOKUP (kernel floor below)",
+                    lookups.join(" and ")
+                )
             }
         );
         if let Some(rt) = p.t.roundtrip_secs() {
@@ -703,8 +743,8 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
             );
         }
         // A ratio above its floor means that line's requests cost dfs less
-        // than the round-trip line's one: that round trip is then not empty
-        // (or the run was noisy), and the floors are too low to trust.
+        // than the floor prices them at: that cost is then overstated (or
+        // the run was noisy), and the floors are too low to trust.
         let beaten: Vec<&str> =
             p.t.rows
                 .iter()
@@ -713,11 +753,14 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
                 .collect();
         if !beaten.is_empty() {
             println!(
-                "  check: {} line(s) beat their floor ({}): their requests cost dfs less than the round trip above, so it is not an empty one here (or the run was noisy) and the floors are low",
+                "  check: {} line(s) beat their floor ({}): their requests cost dfs less than the floor prices them at (the round trip above, or the kernel's LOOKUP below), so that price is too high here (or the run was noisy) and the floors are low",
                 beaten.len(),
                 beaten.join(", ")
             );
         }
+    }
+    if let Some(k) = &p.t.kernel {
+        print_kernel_floor(k, p.t.roundtrip_secs());
     }
     println!();
     println!(
@@ -760,6 +803,48 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
     }
     println!();
     under + mem_under as usize
+}
+
+/// The kernel floor section: the floor probe's medians (see floor.rs), and
+/// which lines' floors they price; `dfs_rt` is the round-trip line's cost
+/// on dfs, for comparison with the probe's.
+fn print_kernel_floor(k: &table::KernelCosts, dfs_rt: Option<f64>) {
+    let us = |x: Option<f64>| x.map_or("-".into(), |x| table::fmt_num(x * 1e6));
+    let used_by = |l: table::Lookup| {
+        let lines: Vec<&str> = table::LOOKUP_LINES
+            .iter()
+            .filter(|(_, kind)| *kind == l)
+            .map(|(n, _)| *n)
+            .collect();
+        format!("; {}'s floor", lines.join(", "))
+    };
+    println!(
+        "kernel floor: a zero-work FUSE daemon in the bench process, transport {}; median us per op of {} runs with fresh names:",
+        k.transport,
+        k.roundtrip.len()
+    );
+    println!(
+        "  empty round trip  {:>7} us  (fgetxattr of an absent name, {} per run{})",
+        us(k.roundtrip()),
+        k.ops[0],
+        dfs_rt.map_or(String::new(), |r| format!(
+            "; dfs's {}: {} us",
+            table::ROUNDTRIP,
+            table::fmt_num(r * 1e6)
+        ))
+    );
+    println!(
+        "  negative LOOKUP   {:>7} us  (stat of a missing name, {} per run{})",
+        us(k.lookup(table::Lookup::Negative)),
+        k.ops[1],
+        used_by(table::Lookup::Negative)
+    );
+    println!(
+        "  positive LOOKUP   {:>7} us  (stat of a file never seen: new inode and dentry, {} per run{})",
+        us(k.lookup(table::Lookup::Positive)),
+        k.ops[2],
+        used_by(table::Lookup::Positive)
+    );
 }
 
 /// The issue 5 part of the report; returns how many lines are under target.

@@ -75,15 +75,81 @@ pub fn is_sync(op: &str) -> bool {
 }
 
 /// The best ratio a line could reach if the daemon took no time at all:
-/// the native time per operation against that time plus `requests` empty
-/// round trips (`roundtrip` seconds each) per operation. None when an
-/// input is not a positive, finite number (no measurement).
-pub fn floor(native_secs_per_op: f64, requests: f64, roundtrip: f64) -> Option<f64> {
+/// the native time per operation against that time plus `requests`
+/// requests of `cost` seconds each per operation (an empty round trip, or
+/// what the kernel itself spends on a LOOKUP: see `KernelCosts`). None when
+/// an input is not a positive, finite number (no measurement).
+pub fn floor(native_secs_per_op: f64, requests: f64, cost: f64) -> Option<f64> {
     let ok = |x: f64| x.is_finite() && x >= 0.0;
-    if !(ok(native_secs_per_op) && native_secs_per_op > 0.0 && ok(requests) && ok(roundtrip)) {
+    if !(ok(native_secs_per_op) && native_secs_per_op > 0.0 && ok(requests) && ok(cost)) {
         return None;
     }
-    Some(native_secs_per_op / (native_secs_per_op + requests * roundtrip))
+    Some(native_secs_per_op / (native_secs_per_op + requests * cost))
+}
+
+/// The best ratio of a line whose operation is `requests` lookups, each of
+/// which takes the client `cost` seconds end to end (path walk and syscall
+/// included) on a daemon that does no work: the probe's time is the whole
+/// operation's, so it replaces the native time instead of adding to it.
+pub fn whole_op_floor(native_secs_per_op: f64, requests: f64, cost: f64) -> Option<f64> {
+    let ok = |x: f64| x.is_finite() && x > 0.0;
+    if !(ok(native_secs_per_op) && ok(requests) && ok(cost)) {
+        return None;
+    }
+    Some((native_secs_per_op / (requests * cost)).min(1.0))
+}
+
+/// The kind of LOOKUP a line's operation sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Of a name that exists nowhere: the kernel makes a negative dentry.
+    Negative,
+    /// Of a name the kernel has never seen: it allocates an inode and a
+    /// dentry for it.
+    Positive,
+}
+
+/// The lines whose request is a LOOKUP that costs the kernel more than an
+/// empty round trip: their floor uses the kernel's measured cost of that
+/// LOOKUP (see `KernelCosts`) instead of the round-trip line's, which
+/// would make it too high.
+pub const LOOKUP_LINES: &[(&str, Lookup)] = &[
+    ("neg-lookup", Lookup::Negative),
+    ("tier2-stat", Lookup::Positive),
+];
+
+/// What FUSE requests cost the kernel itself, measured on the floor
+/// probe's zero-work daemon (floor.rs) in the same run: seconds per
+/// operation, one sample per repetition.
+#[derive(Debug, Clone, Default)]
+pub struct KernelCosts {
+    /// The transport the probe's requests came over, as reported.
+    pub transport: String,
+    /// Operations timed per sample, for each kind: round trips, negative
+    /// lookups, positive lookups.
+    pub ops: [u64; 3],
+    /// fgetxattr of an absent name: one empty GETXATTR round trip.
+    pub roundtrip: Vec<f64>,
+    /// stat of a fresh missing name: one negative LOOKUP.
+    pub negative: Vec<f64>,
+    /// stat of a fresh existing name: one positive LOOKUP and a new inode.
+    pub positive: Vec<f64>,
+}
+
+impl KernelCosts {
+    /// The median cost of one LOOKUP of kind `l`, in seconds.
+    pub fn lookup(&self, l: Lookup) -> Option<f64> {
+        let v = match l {
+            Lookup::Negative => &self.negative,
+            Lookup::Positive => &self.positive,
+        };
+        median(v).filter(|&x| x > 0.0)
+    }
+
+    /// The median cost of one empty round trip on the probe, in seconds.
+    pub fn roundtrip(&self) -> Option<f64> {
+        median(&self.roundtrip).filter(|&x| x > 0.0)
+    }
 }
 
 /// The target ratio for a table line: its name, or the last word of a
@@ -186,6 +252,8 @@ pub struct Table {
     pub requests: Vec<Requests>,
     /// Daemon CPU seconds during each phase: (phase, side, seconds).
     pub daemon_cpu: Vec<(String, Side, f64)>,
+    /// The kernel's own request costs from the floor probe, if it ran.
+    pub kernel: Option<KernelCosts>,
 }
 
 impl Table {
@@ -257,15 +325,31 @@ impl Table {
         (ops > 0.0).then(|| sync as f64 / ops)
     }
 
-    /// A line's FUSE floor (see `floor`); none for the round-trip line
-    /// itself, whose ratio is the floor's unit, and none where the requests
-    /// were not counted.
+    /// The kernel's measured cost of the LOOKUP line `name` sends (see
+    /// `LOOKUP_LINES`), in seconds; none for other lines or without the
+    /// floor probe.
+    pub fn lookup_cost(&self, name: &str) -> Option<f64> {
+        let &(_, kind) = LOOKUP_LINES.iter().find(|(n, _)| *n == name)?;
+        self.kernel.as_ref()?.lookup(kind)
+    }
+
+    /// A line's FUSE floor (see `floor`): N requests per operation at the
+    /// cost of one empty round trip each, or for a LOOKUP line (see
+    /// `LOOKUP_LINES`) at the kernel's cost of that LOOKUP, with N = 1 if
+    /// its requests were not counted (the line is one lookup per
+    /// operation). None for the round-trip line itself, whose ratio is the
+    /// floor's unit, and none where a needed input was not measured.
     pub fn floor(&self, row: &Row) -> Option<f64> {
         if row.name == ROUNDTRIP {
             return None;
         }
+        let native = row.native_secs_per_op()?;
+        if let Some(cost) = self.lookup_cost(&row.name) {
+            let n = self.sync_requests_per_op(&row.name).unwrap_or(1.0);
+            return whole_op_floor(native, n, cost);
+        }
         floor(
-            row.native_secs_per_op()?,
+            native,
             self.sync_requests_per_op(&row.name)?,
             self.roundtrip_secs()?,
         )
@@ -353,7 +437,8 @@ impl Table {
     /// FUSE floor (the target is out of reach for FUSE's round trips alone)
     /// rather than under target.
     pub fn print(&self) -> usize {
-        let show_floor = !self.requests.is_empty();
+        let show_floor =
+            !self.requests.is_empty() || self.rows.iter().any(|r| self.floor(r).is_some());
         let floor_col = |s: String| {
             if show_floor {
                 format!(" {s:>7}")
@@ -497,6 +582,9 @@ mod tests {
         assert_eq!(floor(1e-6, 0.0, 4e-6), Some(1.0));
         assert_eq!(floor(0.0, 2.0, 4e-6), None);
         assert_eq!(floor(1e-6, f64::NAN, 4e-6), None);
+        assert_eq!(whole_op_floor(2e-6, 1.0, 8e-6), Some(0.25));
+        assert_eq!(whole_op_floor(2e-6, 1.0, 1e-6), Some(1.0));
+        assert_eq!(whole_op_floor(2e-6, 0.0, 8e-6), None);
         assert_eq!(floor(1e-6, 2.0, f64::INFINITY), None);
     }
 
@@ -559,6 +647,40 @@ mod tests {
         // No round trip measured: no floor anywhere.
         t.rows.remove(0);
         assert_eq!(t.floor(&t.rows[0]), None);
+    }
+
+    #[test]
+    fn lookup_lines_use_the_kernel_cost() {
+        let mut t = Table::default();
+        t.rows.push(row(ROUNDTRIP, Kind::Rate, 1e6, 1e5));
+        // 250,000 negative stats/s native (4 us each).
+        t.rows.push(row("neg-lookup", Kind::Rate, 2.5e5, 5e4));
+        // 500,000 fresh stats/s native (2 us each).
+        t.rows.push(row("tier2-stat", Kind::Rate, 5e5, 4e4));
+        t.rows.push(row("small/stat", Kind::Rate, 1e5, 2e4));
+        t.requests
+            .push(counted("neg-lookup", 1000.0, &[("LOOKUP", 1000)]));
+        t.requests
+            .push(counted("small/stat", 1000.0, &[("GETATTR", 1000)]));
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        // Without the probe: the empty round trip (10 us) for every line.
+        assert!(close(t.floor(&t.rows[1]), 4.0 / 14.0));
+        assert_eq!(t.floor(&t.rows[2]), None);
+        t.kernel = Some(KernelCosts {
+            transport: "io_uring".into(),
+            ops: [1000; 3],
+            roundtrip: vec![9e-6, 8e-6, 10e-6],
+            negative: vec![12e-6, 11e-6, 30e-6],
+            positive: vec![13e-6, 14e-6, 12e-6],
+        });
+        // Medians: negative 12 us, positive 13 us, each a whole stat on the
+        // probe; tier2-stat was not counted, so one LOOKUP per operation.
+        assert!(close(t.lookup_cost("neg-lookup"), 12e-6));
+        assert!(close(t.floor(&t.rows[1]), 4.0 / 12.0));
+        assert!(close(t.floor(&t.rows[2]), 2.0 / 13.0));
+        // Other lines keep the round-trip line's cost.
+        assert_eq!(t.lookup_cost("small/stat"), None);
+        assert!(close(t.floor(&t.rows[3]), 10.0 / 20.0));
     }
 
     #[test]

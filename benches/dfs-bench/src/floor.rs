@@ -1,0 +1,612 @@
+//! The kernel floor: what FUSE requests cost the kernel itself, measured in
+//! the same run on a zero-work FUSE daemon served by this process.
+//!
+//! The floor column prices every request at one empty round trip (the
+//! round-trip line). A LOOKUP costs the kernel more than that: for a
+//! missing name it makes a negative dentry, for a name it has never seen it
+//! allocates an inode and a dentry. So for the lines made of such lookups
+//! (`table::LOOKUP_LINES`) the floor takes the cost of that LOOKUP from
+//! here instead, measured against a daemon that does nothing: the rest is
+//! the kernel's.
+//!
+//! The probe is mounted the way dfs mounts (mount(2) as root, then fuser's
+//! session on the /dev/fuse descriptor, FUSE over io_uring when the kernel
+//! offers it) with the transport, thread count and permission options the
+//! preset mount reported, so that its requests travel the way dfs's do.
+
+use std::ffi::{CString, OsStr};
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
+    KernelConfig, ReplyAttr, ReplyEntry, ReplyXattr, Request,
+};
+
+use crate::daemon;
+use crate::table::{KernelCosts, Table, fmt_num};
+use crate::workloads::Ctx;
+
+/// The probe's mount point, under the scratch directory (run() checks it is
+/// gone before removing the scratch directory).
+pub const MOUNT_DIR: &str = "floor-probe";
+
+/// Directories d0..d{DIRS-1} in the probe's root.
+const DIRS: u64 = 100;
+
+/// Names stat'ed per run of each lookup kind (DIRS directories x 100).
+const NAMES: usize = 10_000;
+
+/// The cache lifetimes dfs uses while watching its tiers.
+const TTL: Duration = Duration::from_secs(30);
+
+/// The first node id handed out for a file (directories are 2..=DIRS+1).
+const FIRST_FILE: u64 = 1_000_000;
+
+/// How the probe mounts: as the preset mount reported it mounted, so that
+/// both use the same transport and options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Ask for FUSE over io_uring at INIT (dfs's transport was io_uring).
+    pub uring: bool,
+    /// Session threads reading /dev/fuse.
+    pub threads: usize,
+    pub allow_other: bool,
+    pub default_permissions: bool,
+    /// dfs's own `transport: ...` line, if it logged one.
+    pub dfs_transport: Option<String>,
+}
+
+impl Settings {
+    /// Reads dfs's startup lines (`transport: io_uring, ...` and `mounted
+    /// ... (policy P, N threads, allow_other, default_permissions)`);
+    /// what is missing takes the preset's defaults.
+    pub fn from_dfs_log(lines: &[String]) -> Settings {
+        let mut s = Settings {
+            uring: true,
+            threads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 16),
+            allow_other: true,
+            default_permissions: true,
+            dfs_transport: None,
+        };
+        for l in lines {
+            if let Some(i) = l.find("transport: ") {
+                let t = l[i + "transport: ".len()..].trim();
+                s.uring = t.starts_with("io_uring");
+                s.dfs_transport = Some(t.to_string());
+            }
+            if l.contains("mounted ")
+                && let Some(i) = l.rfind("(policy ")
+            {
+                let words = l[i + 1..].trim_end_matches(')');
+                s.allow_other = false;
+                s.default_permissions = false;
+                for w in words.split(", ") {
+                    if let Some(n) = w.strip_suffix(" threads").and_then(|n| n.parse().ok()) {
+                        s.threads = n;
+                    }
+                    s.allow_other |= w == "allow_other";
+                    s.default_permissions |= w == "default_permissions";
+                }
+            }
+        }
+        s
+    }
+}
+
+/// What the probe's daemon saw, shared with the bench's thread.
+#[derive(Default)]
+struct State {
+    next_file: AtomicU64,
+    /// Whether INIT agreed on FUSE over io_uring.
+    uring: AtomicBool,
+    /// Why not, when it did not.
+    no_uring: Mutex<String>,
+    /// Requests served on the ring threads and on the /dev/fuse threads.
+    on_ring: AtomicU64,
+    on_dev: AtomicU64,
+    lookups: AtomicU64,
+    getxattrs: AtomicU64,
+    /// Everything else counted (GETATTR).
+    other: AtomicU64,
+}
+
+thread_local! {
+    /// Whether this thread is one of fuser's io_uring threads.
+    static RING_THREAD: bool = std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with("fuser-ring"));
+}
+
+impl State {
+    fn served(&self, what: &AtomicU64) {
+        what.fetch_add(1, Relaxed);
+        if RING_THREAD.with(|r| *r) {
+            self.on_ring.fetch_add(1, Relaxed);
+        } else {
+            self.on_dev.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// (LOOKUP, GETXATTR, other, on ring threads, on /dev/fuse threads).
+    fn counts(&self) -> [u64; 5] {
+        [
+            self.lookups.load(Relaxed),
+            self.getxattrs.load(Relaxed),
+            self.other.load(Relaxed),
+            self.on_ring.load(Relaxed),
+            self.on_dev.load(Relaxed),
+        ]
+    }
+}
+
+/// The zero-work filesystem: root (1) holds directories d0..d99 (2..=101);
+/// in them every `f*` name is a fresh regular file with a new node id and
+/// every other name (the bench uses `n*`) is a negative entry; GETATTR
+/// answers fixed attributes, GETXATTR ENODATA, FORGET nothing.
+struct Zero {
+    want_uring: bool,
+    state: Arc<State>,
+}
+
+fn attr(ino: u64) -> FileAttr {
+    let dir = ino <= DIRS + 1;
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    FileAttr {
+        ino: INodeNo(ino),
+        size: if dir { 0 } else { 4096 },
+        blocks: if dir { 0 } else { 8 },
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind: if dir {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        },
+        perm: if dir { 0o755 } else { 0o644 },
+        nlink: if dir { 2 } else { 1 },
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// As dfs's `io_uring_allowed`: whether kernel.io_uring_disabled lets this
+/// process (root) use io_uring.
+fn io_uring_allowed() -> bool {
+    match fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        Ok(v) => matches!(v.trim(), "0" | "1"),
+        Err(_) => true,
+    }
+}
+
+impl Filesystem for Zero {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // The capabilities dfs asks for (fuse.rs `init`), passthrough aside:
+        // the probe serves no data.
+        let caps = config.capabilities();
+        let _ = config.add_capabilities(
+            (InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_READDIRPLUS_AUTO
+                | InitFlags::FUSE_PARALLEL_DIROPS
+                | InitFlags::FUSE_CACHE_SYMLINKS
+                | InitFlags::FUSE_EXPORT_SUPPORT)
+                & caps,
+        );
+        let why = if !self.want_uring {
+            Some("as dfs's mount")
+        } else if !io_uring_allowed() {
+            Some("io_uring disabled by sysctl kernel.io_uring_disabled")
+        } else if !caps.contains(InitFlags::FUSE_OVER_IO_URING) {
+            Some("io_uring not offered by the kernel (fuse.enable_uring)")
+        } else if config
+            .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+            .is_err()
+        {
+            Some("io_uring refused at INIT")
+        } else {
+            None
+        };
+        self.state.uring.store(why.is_none(), Relaxed);
+        if let Some(why) = why {
+            *self
+                .state
+                .no_uring
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = why.into();
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.state.served(&self.state.lookups);
+        let n = name.as_bytes();
+        if parent.0 == 1 {
+            let dir = n
+                .strip_prefix(b"d")
+                .and_then(|k| std::str::from_utf8(k).ok()?.parse::<u64>().ok())
+                .filter(|&k| k < DIRS);
+            if let Some(k) = dir {
+                return reply.entry(&TTL, &attr(2 + k), Generation(0));
+            }
+        } else if n.first() == Some(&b'f') {
+            let ino = self.state.next_file.fetch_add(1, Relaxed);
+            return reply.entry(&TTL, &attr(ino), Generation(0));
+        }
+        // A negative entry: node id 0 with an entry lifetime, as dfs answers.
+        let mut none = attr(FIRST_FILE);
+        none.ino = INodeNo(0);
+        reply.entry_with_ttls(&Duration::ZERO, &TTL, &none, Generation(0));
+    }
+
+    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {}
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.state.served(&self.state.other);
+        reply.attr(&TTL, &attr(ino.0));
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        self.state.served(&self.state.getxattrs);
+        reply.error(Errno::ENODATA);
+    }
+}
+
+fn cstring(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other(format!("{}: NUL in path", p.display())))
+}
+
+/// The mounted probe. Dropping it unmounts (also on error and panic
+/// paths); the signal thread detaches it on Ctrl-C (see
+/// `daemon::register_local_mount`).
+pub struct Probe {
+    mnt: PathBuf,
+    mounted: bool,
+    session: Option<fuser::BackgroundSession>,
+    state: Arc<State>,
+}
+
+impl Probe {
+    /// Mounts the zero-work filesystem on `mnt` (an empty directory) as
+    /// `s` says and starts serving it on background threads.
+    pub fn mount(mnt: &Path, s: &Settings) -> io::Result<Probe> {
+        let dev = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .map_err(|e| io::Error::other(format!("/dev/fuse: {e}")))?;
+        // SAFETY: getuid and getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let mut data = format!(
+            "fd={},rootmode=40000,user_id={uid},group_id={gid}",
+            dev.as_raw_fd()
+        );
+        if s.default_permissions {
+            data += ",default_permissions";
+        }
+        if s.allow_other {
+            data += ",allow_other";
+        }
+        let data = CString::new(data).map_err(io::Error::other)?;
+        let target = cstring(mnt)?;
+        // SAFETY: NUL-terminated strings that outlive the call; the data
+        // is the fuse options string mount(2) expects.
+        let r = unsafe {
+            libc::mount(
+                c"dfs-bench-floor".as_ptr(),
+                target.as_ptr(),
+                c"fuse.dfs-bench-floor".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                data.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::other(format!("mount {}: {e}", mnt.display())));
+        }
+        daemon::register_local_mount(mnt);
+        let state = Arc::new(State {
+            next_file: AtomicU64::new(FIRST_FILE),
+            ..State::default()
+        });
+        // From here on, Drop unmounts.
+        let mut probe = Probe {
+            mnt: mnt.to_path_buf(),
+            mounted: true,
+            session: None,
+            state: state.clone(),
+        };
+        let mut cfg = fuser::Config::default();
+        cfg.acl = if s.allow_other {
+            fuser::SessionACL::All
+        } else {
+            fuser::SessionACL::Owner
+        };
+        cfg.n_threads = Some(s.threads.max(1));
+        cfg.clone_fd = true;
+        let fs = Zero {
+            want_uring: s.uring,
+            state,
+        };
+        let session = fuser::Session::from_fd(fs, dev.into(), cfg.acl, cfg)?;
+        probe.session = Some(session.spawn()?);
+        Ok(probe)
+    }
+
+    /// The transport the timed requests (`ring` on the io_uring threads,
+    /// `dev` on the /dev/fuse ones) came over.
+    fn transport(&self, ring: u64, dev: u64) -> String {
+        if !self.state.uring.load(Relaxed) {
+            let why = self
+                .state
+                .no_uring
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            format!("/dev/fuse ({why})")
+        } else if dev == 0 {
+            "io_uring".into()
+        } else {
+            format!(
+                "io_uring agreed, but {dev} of {} timed requests came over /dev/fuse",
+                ring + dev
+            )
+        }
+    }
+
+    /// Unmounts (plainly, lazily if busy), waits up to 10 s for the
+    /// session's threads to end and checks /proc/mounts. Idempotent.
+    pub fn unmount(&mut self) -> io::Result<()> {
+        if !self.mounted {
+            return Ok(());
+        }
+        self.mounted = false;
+        daemon::unregister_local_mount(&self.mnt);
+        let target = cstring(&self.mnt)?;
+        // SAFETY: a NUL-terminated path; no flags.
+        if unsafe { libc::umount2(target.as_ptr(), 0) } != 0 {
+            let e = io::Error::last_os_error();
+            // EINVAL: no longer a mount point (someone unmounted it).
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                daemon::detach(&self.mnt).map_err(|e| {
+                    io::Error::other(format!("umount -l {}: {e}", self.mnt.display()))
+                })?;
+            }
+        }
+        // The unmount ends the connection, and with it the session.
+        if let Some(s) = self.session.take() {
+            let (tx, rx) = mpsc::channel();
+            let joined = std::thread::Builder::new()
+                .name("floor-join".into())
+                .spawn(move || {
+                    let _ = tx.send(s.join());
+                });
+            match joined.map(|_| rx.recv_timeout(Duration::from_secs(10))) {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => eprintln!("dfs-bench: floor probe session: {e}"),
+                Ok(Err(_)) => eprintln!("dfs-bench: floor probe session did not end in 10 s"),
+                Err(e) => eprintln!("dfs-bench: floor probe: cannot wait for the session: {e}"),
+            }
+        }
+        if daemon::still_mounted(&self.mnt) {
+            return Err(io::Error::other(format!(
+                "{} is still listed in /proc/mounts",
+                self.mnt.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount() {
+            eprintln!("dfs-bench: floor probe unmount: {e}");
+        }
+    }
+}
+
+/// The floor group: mounts the probe under the scratch directory, times on
+/// it, `ctx.reps` times each with fresh names, an empty round trip
+/// (fgetxattr of an absent name), a negative LOOKUP (stat of a missing
+/// name) and a positive one (stat of a file never seen), unmounts, and
+/// leaves the medians in `t.kernel` for the floor column.
+pub fn run(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
+    let notable = ctx
+        .daemon
+        .log
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .notable
+        .clone();
+    let s = Settings::from_dfs_log(&notable);
+    let mnt = ctx.scratch.join(MOUNT_DIR);
+    fs::create_dir_all(&mnt)?;
+    eprintln!(
+        "  zero-work FUSE probe on {} ({} threads, {}{})",
+        mnt.display(),
+        s.threads,
+        if s.uring {
+            "io_uring if offered"
+        } else {
+            "/dev/fuse"
+        },
+        match &s.dfs_transport {
+            Some(_) => ", as dfs's mount",
+            None => "; dfs reported no transport",
+        }
+    );
+    let mut probe = Probe::mount(&mnt, &s)?;
+    let measured = measure(ctx, &probe, &mnt);
+    let unmounted = probe.unmount();
+    if let Err(e) = fs::remove_dir(&mnt) {
+        eprintln!("dfs-bench: cannot remove {}: {e}", mnt.display());
+    }
+    let (mut costs, [ring, dev]) = measured?;
+    unmounted?;
+    costs.transport = probe.transport(ring, dev);
+    if let Some(d) = &s.dfs_transport
+        && d.starts_with("io_uring") != costs.transport.starts_with("io_uring")
+    {
+        costs.transport += &format!("; NOT dfs's: {d}");
+    }
+    t.kernel = Some(costs);
+    Ok(())
+}
+
+/// The timed loops; returns the samples and the requests they sent over
+/// the ring threads and over /dev/fuse.
+fn measure(ctx: &Ctx, probe: &Probe, mnt: &Path) -> io::Result<(KernelCosts, [u64; 2])> {
+    let st = &probe.state;
+    for d in 0..DIRS {
+        fs::metadata(mnt.join(format!("d{d}")))?;
+    }
+    let names = |prefix: &str| -> Vec<PathBuf> {
+        (0..NAMES)
+            .map(|i| mnt.join(format!("d{}/{prefix}{i}", i as u64 % DIRS)))
+            .collect()
+    };
+    let root = File::open(mnt)?;
+    let fd = root.as_raw_fd();
+    let xattr = c"trusted.dfs.bench-absent";
+    let getxattrs = |n: u64| -> io::Result<()> {
+        let mut b = [0u8; 64];
+        for _ in 0..n {
+            // SAFETY: valid fd, NUL-terminated name, buffer and its length.
+            let r = unsafe { libc::fgetxattr(fd, xattr.as_ptr(), b.as_mut_ptr().cast(), b.len()) };
+            if r >= 0 {
+                return Err(io::Error::other("probe getxattr: the absent name exists"));
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENODATA) {
+                return Err(io::Error::other(format!("probe getxattr: {e}")));
+            }
+        }
+        Ok(())
+    };
+    let stats = |paths: &[PathBuf], exist: bool| -> io::Result<()> {
+        for p in paths {
+            match fs::metadata(p) {
+                Ok(m) if exist && m.len() == 4096 => {}
+                Err(e) if !exist && e.kind() == io::ErrorKind::NotFound => {}
+                r => {
+                    return Err(io::Error::other(format!(
+                        "probe stat {}: unexpected {r:?}",
+                        p.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    };
+    // Warm up: the first requests also settle what the kernel learns once
+    // (e.g. that the daemon has no STATX).
+    getxattrs(2000)?;
+    stats(&names("fwarm")[..200], true)?;
+    stats(&names("nwarm")[..200], false)?;
+
+    let rts = ctx.sizes.roundtrips.max(1);
+    let mut k = KernelCosts {
+        ops: [rts, NAMES as u64, NAMES as u64],
+        ..KernelCosts::default()
+    };
+    let mut via = [0u64; 2];
+    // Times `f` (`ops` operations); prints it with the requests it sent.
+    let mut time = |what: &str, ops: u64, f: &dyn Fn() -> io::Result<()>| {
+        let before = st.counts();
+        let start = Instant::now();
+        f()?;
+        let secs = start.elapsed().as_secs_f64() / ops as f64;
+        let d: Vec<u64> = st.counts().iter().zip(before).map(|(a, b)| a - b).collect();
+        via[0] += d[3];
+        via[1] += d[4];
+        eprintln!(
+            "  floor/{what:<20} probe    {} us/op ({} requests/op)",
+            fmt_num(secs * 1e6),
+            fmt_num((d[0] + d[1] + d[2]) as f64 / ops as f64)
+        );
+        io::Result::Ok(secs)
+    };
+    for rep in 0..ctx.reps.max(1) {
+        let (neg, pos) = (names(&format!("n{rep}-")), names(&format!("f{rep}-")));
+        let n = NAMES as u64;
+        k.roundtrip
+            .push(time("round trip", rts, &|| getxattrs(rts))?);
+        k.negative
+            .push(time("negative LOOKUP", n, &|| stats(&neg, false))?);
+        k.positive
+            .push(time("positive LOOKUP", n, &|| stats(&pos, true))?);
+    }
+    Ok((k, via))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn settings_follow_dfs() {
+        let s = Settings::from_dfs_log(&lines(&[
+            "[2026-01-01T00:00:00Z INFO  dfs::fs] transport: io_uring, one request queue per CPU",
+            "[2026-01-01T00:00:00Z INFO  dfs::mount] mounted pss=/t0 sss=/t1 on /m (policy parent-dir, 3 threads, allow_other, default_permissions)",
+        ]));
+        assert!(s.uring && s.allow_other && s.default_permissions);
+        assert_eq!(s.threads, 3);
+        assert_eq!(
+            s.dfs_transport.as_deref(),
+            Some("io_uring, one request queue per CPU")
+        );
+
+        let s = Settings::from_dfs_log(&lines(&[
+            "[x INFO  dfs::fs] transport: /dev/fuse (io_uring disabled by -o uring=off)",
+            "[x INFO  dfs::mount] mounted a=/a on /m (policy p, 4 threads, owner only)",
+        ]));
+        assert!(!s.uring && !s.allow_other && !s.default_permissions);
+        assert_eq!(s.threads, 4);
+    }
+
+    #[test]
+    fn settings_default_to_the_preset() {
+        let s = Settings::from_dfs_log(&[]);
+        assert!(s.uring && s.allow_other && s.default_permissions);
+        assert!((2..=16).contains(&s.threads));
+        assert_eq!(s.dfs_transport, None);
+    }
+
+    #[test]
+    fn zero_work_attributes() {
+        assert_eq!(attr(1).kind, FileType::Directory);
+        assert_eq!(attr(DIRS + 1).kind, FileType::Directory);
+        let f = attr(FIRST_FILE);
+        assert_eq!(
+            (f.kind, f.size, f.perm),
+            (FileType::RegularFile, 4096, 0o644)
+        );
+    }
+}

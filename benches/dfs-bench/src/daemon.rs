@@ -412,13 +412,7 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        if still_mounted(&self.mnt) {
-            return Err(io::Error::other(format!(
-                "{} is still listed in /proc/mounts",
-                self.mnt.display()
-            )));
-        }
-        Ok(())
+        gone(&self.mnt)
     }
 }
 
@@ -428,6 +422,18 @@ impl Drop for Daemon {
             eprintln!("dfs-bench: unmount: {e}");
         }
     }
+}
+
+/// Ok once `mnt` is no longer a mount point (/proc/mounts), the check
+/// every unmount here ends with.
+pub fn gone(mnt: &Path) -> io::Result<()> {
+    if still_mounted(mnt) {
+        return Err(io::Error::other(format!(
+            "{} is still listed in /proc/mounts",
+            mnt.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `mnt` is a mount point in /proc/mounts.

@@ -410,13 +410,7 @@ impl Probe {
                 Err(e) => eprintln!("dfs-bench: floor probe: cannot wait for the session: {e}"),
             }
         }
-        if daemon::still_mounted(&self.mnt) {
-            return Err(io::Error::other(format!(
-                "{} is still listed in /proc/mounts",
-                self.mnt.display()
-            )));
-        }
-        Ok(())
+        daemon::gone(&self.mnt)
     }
 }
 

@@ -78,3 +78,89 @@ fn supplementary_groups(pid: u32, gid: u32) -> Vec<libc::gid_t> {
     }
     out
 }
+
+/// Whether `gid` is the caller's group or one of its supplementary groups.
+pub fn in_group(c: Caller, gid: u32) -> bool {
+    c.gid == gid || supplementary_groups(c.pid, c.gid).contains(&gid)
+}
+
+/// CAP_FSETID: keeps set-user-ID and set-group-ID bits across writes and
+/// truncates.
+const CAP_FSETID: u32 = 4;
+
+/// Whether the caller keeps set-ID bits when it writes or truncates (holds
+/// CAP_FSETID). The kernel leaves clearing them to dfs
+/// (FUSE_HANDLE_KILLPRIV_V2) where it cannot say itself; asked only for
+/// files that have such bits. Read from the caller's /proc status; a
+/// caller gone or unreadable counts as privileged only if it is root.
+pub fn keeps_setid(c: Caller) -> bool {
+    if c.pid != 0
+        && let Ok(status) = fs::read_to_string(format!("/proc/{}/status", c.pid))
+        && let Some(hex) = status.lines().find_map(|l| l.strip_prefix("CapEff:"))
+        && let Ok(bits) = u64::from_str_radix(hex.trim(), 16)
+    {
+        return bits & (1 << CAP_FSETID) != 0;
+    }
+    c.uid == 0
+}
+
+/// Runs `f` with CAP_FSETID out of this thread's effective set; `None`
+/// (and `f` not run) if it is in the set and cannot be dropped.
+///
+/// Kernel passthrough does a client's writes with the credentials dfs had
+/// when it registered the backing file. Without CAP_FSETID there, the
+/// tier's filesystem clears set-ID bits on those writes as it would for an
+/// unprivileged writer: the kernel no longer asks dfs before every write
+/// (FUSE_HANDLE_KILLPRIV_V2), and dfs never sees passthrough writes.
+pub fn without_fsetid<T>(f: impl FnOnce() -> T) -> Option<T> {
+    use caps::{CapSet, Capability};
+    let held = caps::has_cap(None, CapSet::Effective, Capability::CAP_FSETID).unwrap_or(true);
+    if held && caps::drop(None, CapSet::Effective, Capability::CAP_FSETID).is_err() {
+        return None;
+    }
+    let out = f();
+    if held && let Err(e) = caps::raise(None, CapSet::Effective, Capability::CAP_FSETID) {
+        log::error!("cannot take CAP_FSETID back on this thread: {e}");
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gone_caller_keeps_setid_only_as_root() {
+        let gone = |uid| Caller {
+            uid,
+            gid: uid,
+            pid: u32::MAX - 1,
+        };
+        assert!(keeps_setid(gone(0)));
+        assert!(!keeps_setid(gone(1000)));
+    }
+
+    #[test]
+    fn this_process_is_read_from_proc() {
+        let me = Caller {
+            uid: 4242,
+            gid: 4242,
+            pid: std::process::id(),
+        };
+        let root = rustix::process::geteuid().as_raw() == 0;
+        // As root (CI) the process holds CAP_FSETID whatever the header uid.
+        assert_eq!(keeps_setid(me), root);
+    }
+
+    #[test]
+    fn fsetid_is_dropped_for_the_call_and_restored() {
+        use caps::{CapSet, Capability};
+        let before = caps::has_cap(None, CapSet::Effective, Capability::CAP_FSETID).unwrap();
+        let inside = without_fsetid(|| {
+            caps::has_cap(None, CapSet::Effective, Capability::CAP_FSETID).unwrap()
+        });
+        assert_eq!(inside, Some(false));
+        let after = caps::has_cap(None, CapSet::Effective, Capability::CAP_FSETID).unwrap();
+        assert_eq!(before, after);
+    }
+}

@@ -21,7 +21,7 @@ use crate::fs::dir::resume_at;
 use crate::fs::nodes::IdMap;
 
 use crate::cli::Uring;
-use crate::creds::Caller;
+use crate::creds::{self, Caller};
 use crate::fs::{Attr, Errno, Fs, SetAttr, SetTime};
 
 /// A mounted session: the kernel connection plus what unmounts it.
@@ -213,7 +213,11 @@ impl FuseFs {
                         return None;
                     }
                 };
-                match register(&file.file) {
+                // Registered without CAP_FSETID: the tier clears set-ID
+                // bits on the passthrough writes dfs never sees.
+                let registered = creds::without_fsetid(|| register(&file.file))
+                    .unwrap_or_else(|| Err(std::io::Error::other("cannot drop CAP_FSETID")));
+                match registered {
                     Ok(id) => v.insert(Backing { id, opens: 1 }),
                     Err(e) => {
                         log::warn!(
@@ -354,20 +358,38 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
 impl FuseFs {
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
         match r {
-            Ok(a) => reply.entry_with_ttls(
-                &self.ttl.attr,
-                &self.ttl.entry,
-                &to_file_attr(&a),
-                Generation(0),
-            ),
+            Ok(a) => {
+                let fa = to_file_attr(&a);
+                reply.entry_with_ttls(
+                    &self.ttl_for(&fa, self.ttl.attr),
+                    &self.ttl.entry,
+                    &fa,
+                    Generation(0),
+                )
+            }
             Err(e) => reply.error(err(e)),
         }
     }
 
     fn attr(&self, reply: ReplyAttr, r: Result<Attr, Errno>) {
         match r {
-            Ok(a) => reply.attr(&self.ttl.attr, &to_file_attr(&a)),
+            Ok(a) => {
+                let fa = to_file_attr(&a);
+                reply.attr(&self.ttl_for(&fa, self.ttl.attr), &fa)
+            }
             Err(e) => reply.error(err(e)),
+        }
+    }
+
+    /// `ttl`, or none at all for the attributes of a file with set-ID
+    /// bits: a passthrough write clears them on the tier without dfs
+    /// knowing (see `creds::without_fsetid`), and the kernel must not
+    /// honour a stale set-user-ID bit at exec. Such files are few.
+    fn ttl_for(&self, a: &FileAttr, ttl: Duration) -> Duration {
+        if a.kind == FileType::RegularFile && a.perm & 0o6000 != 0 {
+            Duration::ZERO
+        } else {
+            ttl
         }
     }
 }
@@ -398,7 +420,12 @@ impl Filesystem for FuseFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_EXPORT_SUPPORT;
+            | InitFlags::FUSE_EXPORT_SUPPORT
+            // dfs clears set-ID bits itself on write, truncate and chown:
+            // then the kernel stops asking for security.capability
+            // (GETXATTR, a round trip) before every write(2) of a file.
+            // See `creds::without_fsetid` and `Fs::clear_setid_after_write`.
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let caps = config.capabilities();
         if let Err(missing) = config.add_capabilities(wanted & caps) {
             log::warn!("kernel refused FUSE capabilities {missing:?}");
@@ -633,17 +660,23 @@ impl Filesystem for FuseFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.core.write(fh.0, offset, data) {
+        let r = self.core.write(fh.0, offset, data).and_then(|n| {
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                self.core.clear_setid_after_write(caller(req), fh.0)?;
+            }
+            Ok(n)
+        });
+        match r {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(err(e)),
         }
@@ -785,7 +818,8 @@ impl Filesystem for FuseFs {
             let full = match self.core.entry_lookup(&h, e) {
                 Ok(a) => {
                     let fa = to_file_attr(&a);
-                    if reply.add(fa.ino, e.cookie, name, &self.ttl.entry, &fa, Generation(0)) {
+                    let ttl = self.ttl_for(&fa, self.ttl.entry);
+                    if reply.add(fa.ino, e.cookie, name, &ttl, &fa, Generation(0)) {
                         // The kernel did not take this entry: give the
                         // reference back.
                         self.core.forget(a.ino, 1);
@@ -904,23 +938,27 @@ impl Filesystem for FuseFs {
             .core
             .create(caller(req), parent.0, bytes(name), mode, flags)
         {
-            Ok((a, fh)) => match self.backing_for(a.ino, fh, |f| reply.open_backing(f)) {
-                Some(b) => reply.created_passthrough(
-                    &self.ttl.entry,
-                    &to_file_attr(&a),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                    &b.id,
-                ),
-                None => reply.created(
-                    &self.ttl.entry,
-                    &to_file_attr(&a),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
-            },
+            Ok((a, fh)) => {
+                let fa = to_file_attr(&a);
+                let ttl = self.ttl_for(&fa, self.ttl.entry);
+                match self.backing_for(a.ino, fh, |f| reply.open_backing(f)) {
+                    Some(b) => reply.created_passthrough(
+                        &ttl,
+                        &fa,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &b.id,
+                    ),
+                    None => reply.created(
+                        &ttl,
+                        &fa,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    ),
+                }
+            }
             Err(e) => reply.error(err(e)),
         }
     }
@@ -943,7 +981,7 @@ impl Filesystem for FuseFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -951,7 +989,10 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.core.fallocate(fh.0, offset, length, mode));
+        empty(
+            reply,
+            self.core.fallocate(caller(req), fh.0, offset, length, mode),
+        );
     }
 
     fn lseek(
@@ -971,7 +1012,7 @@ impl Filesystem for FuseFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -984,7 +1025,7 @@ impl Filesystem for FuseFs {
     ) {
         match self
             .core
-            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+            .copy_file_range(caller(req), fh_in.0, offset_in, fh_out.0, offset_out, len)
         {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(err(e)),

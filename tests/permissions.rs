@@ -556,3 +556,80 @@ fn user_writes_through_the_handle_that_created_a_read_only_file() {
     assert_eq!(st.mode() & 0o777, 0o444);
     assert_eq!(st.uid(), USER);
 }
+
+/// In the child: `fstat(fd)` mode bits (07777), or -1.
+fn child_mode(fd: i32) -> i64 {
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return -1;
+        }
+        (st.st_mode & 0o7777) as i64
+    }
+}
+
+/// A user's write, truncate and fallocate clear its file's set-user-ID
+/// bit, and set-group-ID where group execute is on, as on a local
+/// filesystem; the mount shows it at once, although the kernel no longer
+/// asks dfs before each write (FUSE_HANDLE_KILLPRIV_V2) and passthrough
+/// writes never reach dfs. Each step sets the bits again first, on a file
+/// already written once (the kernel then assumes it has none).
+///
+/// `sgid_kept`: whether a write by a member of the file's group keeps
+/// set-group-ID without group execute, as the kernel does. Passthrough
+/// writes clear it (README, "Set-ID bits").
+fn unprivileged_changes_clear_setid_bits(m: &Mount, sgid_kept: bool) {
+    let sgid_after = if sgid_kept { 0o2666 } else { 0o666 };
+    pub_dir(m, "pub", 0o777);
+    let c = cstr(m.m("pub/s"));
+    let r = as_user(USER, GROUP, || unsafe {
+        let fd = libc::open(c.as_ptr(), libc::O_CREAT | libc::O_RDWR, 0o644);
+        if fd < 0 {
+            return *libc::__errno_location();
+        }
+        let w = |off: i64| libc::pwrite(fd, b"data".as_ptr().cast(), 4, off) == 4;
+        if !w(0) {
+            return 100;
+        }
+        let steps: [(u32, &dyn Fn() -> bool, i64, i32); 4] = [
+            (0o6777, &|| w(4), 0o777, 110),
+            (0o6777, &|| libc::ftruncate(fd, 2) == 0, 0o777, 120),
+            (0o6777, &|| libc::fallocate(fd, 0, 0, 8192) == 0, 0o777, 130),
+            // set-group-ID without group execute, the writer in the group.
+            (0o2666, &|| w(8), sgid_after, 140),
+        ];
+        for (set, change, want, code) in steps {
+            if libc::fchmod(fd, set) != 0 {
+                return code + 1;
+            }
+            if child_mode(fd) != set as i64 {
+                return code + 2;
+            }
+            if !change() {
+                return code + 3;
+            }
+            if child_mode(fd) != want {
+                return code + 4;
+            }
+        }
+        libc::close(fd);
+        0
+    });
+    assert_eq!(
+        r, 0,
+        "errno, or step+1 fchmod failed, +2 bits not set, +3 change failed, +4 bits not as expected after it"
+    );
+    assert_eq!(mode(&m.m("pub/s")), sgid_after as u32);
+    assert_eq!(mode(&m.t(0, "pub/s")), sgid_after as u32);
+}
+
+#[test]
+fn unprivileged_changes_clear_setid_bits_with_passthrough() {
+    unprivileged_changes_clear_setid_bits(&Mount::preset(), false);
+}
+
+#[test]
+fn unprivileged_changes_clear_setid_bits_through_the_daemon() {
+    let m = Mount::builder().args(&["-o", "nopassthrough"]).mount();
+    unprivileged_changes_clear_setid_bits(&m, true);
+}

@@ -30,7 +30,7 @@ use std::time::SystemTime;
 use parking_lot::{Mutex, MutexGuard};
 use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
 
-use crate::creds::{Caller, as_caller};
+use crate::creds::{Caller, as_caller, in_group, keeps_setid};
 use crate::policy::{CreateRequest, NodeKind, Policy, Space, TierView};
 use crate::tiers::{STATE_DIR, Tier, TierSet, split_parent};
 use dir::DirHandle;
@@ -303,6 +303,29 @@ pub(crate) fn not_here(e: &io::Error) -> bool {
 
 fn kind_of(st: &Stat) -> u32 {
     st.st_mode & libc::S_IFMT
+}
+
+/// Clears the set-ID bits a change by `c` clears on a local filesystem:
+/// set-user-ID, set-group-ID with group execute, and set-group-ID without
+/// it unless `c` is in the file's group, each only if `c` lacks
+/// CAP_FSETID (`unprivileged`: the kernel said so; otherwise asked, and
+/// only of files that have such bits). dfs writes and truncates as root,
+/// which keeps the bits, and the kernel leaves clearing them to dfs
+/// (FUSE_HANDLE_KILLPRIV_V2), so that it need not ask before every write.
+fn clear_setid(fd: &impl AsFd, c: Caller, unprivileged: bool) -> Result<()> {
+    let st = rustix::fs::fstat(fd)?;
+    let mode = st.st_mode & 0o7777;
+    if mode & (libc::S_ISUID | libc::S_ISGID) == 0 || (!unprivileged && keeps_setid(c)) {
+        return Ok(());
+    }
+    let mut kept = mode & !libc::S_ISUID;
+    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !in_group(c, st.st_gid)) {
+        kept &= !libc::S_ISGID;
+    }
+    if kept != mode {
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(kept))?;
+    }
+    Ok(())
 }
 
 fn is_dir(st: &Stat) -> bool {
@@ -793,13 +816,20 @@ impl Fs {
             }
             let handle = fh.and_then(|fh| self.files.get(&fh).map(|h| h.clone()));
             let done = match handle {
-                Some(h) => h.file.set_len(size).is_ok(),
+                Some(h) => match h.file.set_len(size) {
+                    Ok(()) => {
+                        clear_setid(&h.file, c, false)?;
+                        true
+                    }
+                    Err(_) => false,
+                },
                 None => false,
             };
             if !done {
                 let t = self.tier(tier)?;
                 let f = self.checked(c, || t.open(&rel, OFlags::WRONLY))?;
                 rustix::fs::ftruncate(&f, size)?;
+                clear_setid(&f, c, false)?;
             }
         }
         // Apply to the last tier first, the winning copy last, so a failure
@@ -846,6 +876,7 @@ impl Fs {
     fn setattr_fd(&self, c: Caller, fd: &impl AsFd, sa: &SetAttr) -> Result<()> {
         if let Some(size) = sa.size {
             rustix::fs::ftruncate(fd, size)?;
+            clear_setid(fd, c, false)?;
         }
         self.checked(c, || -> Result<()> {
             if sa.uid.is_some() || sa.gid.is_some() {
@@ -1609,8 +1640,8 @@ impl Fs {
             .is_some_and(|st| FileVersion::of(&st) == v)
     }
 
-    /// fallocate on the backing file.
-    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+    /// fallocate on the backing file, for `c`.
+    pub fn fallocate(&self, c: Caller, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
         let h = self.handle(fh)?;
         rustix::fs::fallocate(
             &h.file,
@@ -1618,7 +1649,16 @@ impl Fs {
             offset,
             len,
         )?;
-        Ok(())
+        clear_setid(&h.file, c, false)
+    }
+
+    /// After a write through handle `fh` by a caller without CAP_FSETID
+    /// (the kernel says so: FUSE_WRITE_KILL_SUIDGID), clears the file's
+    /// set-ID bits as the kernel would have; dfs wrote as root, which
+    /// keeps them.
+    pub fn clear_setid_after_write(&self, c: Caller, fh: u64) -> Result<()> {
+        let h = self.handle(fh)?;
+        clear_setid(&h.file, c, true)
     }
 
     /// lseek for SEEK_DATA / SEEK_HOLE, answered by the backing file.
@@ -1634,8 +1674,11 @@ impl Fs {
     }
 
     /// copy_file_range between two open files, tiers notwithstanding.
+    /// (For `c`: its copy clears the destination's set-ID bits as a write
+    /// would.)
     pub fn copy_file_range(
         &self,
+        c: Caller,
         fh_in: u64,
         off_in: u64,
         fh_out: u64,
@@ -1645,6 +1688,9 @@ impl Fs {
         let a = self.handle(fh_in)?;
         let b = self.handle(fh_out)?;
         let n = copy_chunk(&a.file, off_in, &b.file, off_out, len.min(1 << 30) as usize)?;
+        if n > 0 {
+            clear_setid(&b.file, c, false)?;
+        }
         Ok(n as u32)
     }
 

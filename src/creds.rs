@@ -57,6 +57,9 @@ pub fn as_caller<T>(c: Caller, f: impl FnOnce() -> T) -> T {
         libc::setfsgid(0);
         libc::syscall(libc::SYS_setgroups, 1usize, root_groups.as_ptr());
     }
+    // Back to fsuid 0, the kernel raised the filesystem capabilities again
+    // (CAP_FSETID among them).
+    FSETID_DROPPED.set(false);
     out
 }
 
@@ -104,25 +107,60 @@ pub fn keeps_setid(c: Caller) -> bool {
     c.uid == 0
 }
 
+thread_local! {
+    /// Whether this thread has dropped CAP_FSETID from its effective set
+    /// (see [`without_fsetid`]); it stays dropped until an operation needs
+    /// it ([`with_fsetid`]) or acting as a caller brings it back.
+    static FSETID_DROPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn set_fsetid(on: bool) -> bool {
+    use caps::{CapSet, Capability};
+    let r = if on {
+        caps::raise(None, CapSet::Effective, Capability::CAP_FSETID)
+    } else {
+        caps::drop(None, CapSet::Effective, Capability::CAP_FSETID)
+    };
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!("cannot change CAP_FSETID on this thread: {e}");
+            false
+        }
+    }
+}
+
 /// Runs `f` with CAP_FSETID out of this thread's effective set; `None`
-/// (and `f` not run) if it is in the set and cannot be dropped.
+/// (and `f` not run) if it cannot be dropped.
 ///
 /// Kernel passthrough does a client's writes with the credentials dfs had
 /// when it registered the backing file. Without CAP_FSETID there, the
 /// tier's filesystem clears set-ID bits on those writes as it would for an
 /// unprivileged writer: the kernel no longer asks dfs before every write
 /// (FUSE_HANDLE_KILLPRIV_V2), and dfs never sees passthrough writes.
+///
+/// The capability stays dropped afterwards (a capset costs a few
+/// microseconds, and opens register backing files all the time); the few
+/// operations whose outcome depends on it take it back ([`with_fsetid`]).
 pub fn without_fsetid<T>(f: impl FnOnce() -> T) -> Option<T> {
-    use caps::{CapSet, Capability};
-    let held = caps::has_cap(None, CapSet::Effective, Capability::CAP_FSETID).unwrap_or(true);
-    if held && caps::drop(None, CapSet::Effective, Capability::CAP_FSETID).is_err() {
-        return None;
+    if !FSETID_DROPPED.get() {
+        if !set_fsetid(false) {
+            return None;
+        }
+        FSETID_DROPPED.set(true);
     }
-    let out = f();
-    if held && let Err(e) = caps::raise(None, CapSet::Effective, Capability::CAP_FSETID) {
-        log::error!("cannot take CAP_FSETID back on this thread: {e}");
+    Some(f())
+}
+
+/// Runs `f` with CAP_FSETID in this thread's effective set, as root has it:
+/// for the operations whose outcome depends on it (a set-group-ID bit kept
+/// by chmod, chown, a create or an ACL change of a file whose group root
+/// is not in). Free unless [`without_fsetid`] dropped it on this thread.
+pub fn with_fsetid<T>(f: impl FnOnce() -> T) -> T {
+    if FSETID_DROPPED.get() && set_fsetid(true) {
+        FSETID_DROPPED.set(false);
     }
-    Some(out)
+    f()
 }
 
 #[cfg(test)]
@@ -153,14 +191,21 @@ mod tests {
     }
 
     #[test]
-    fn fsetid_is_dropped_for_the_call_and_restored() {
+    fn fsetid_stays_dropped_until_an_operation_needs_it() {
         use caps::{CapSet, Capability};
-        let before = caps::has_cap(None, CapSet::Effective, Capability::CAP_FSETID).unwrap();
-        let inside = without_fsetid(|| {
-            caps::has_cap(None, CapSet::Effective, Capability::CAP_FSETID).unwrap()
-        });
-        assert_eq!(inside, Some(false));
-        let after = caps::has_cap(None, CapSet::Effective, Capability::CAP_FSETID).unwrap();
-        assert_eq!(before, after);
+        let held = || caps::has_cap(None, CapSet::Effective, Capability::CAP_FSETID).unwrap();
+        if !held() {
+            return; // not root: nothing to drop
+        }
+        std::thread::spawn(move || {
+            assert_eq!(without_fsetid(held), Some(false));
+            assert!(!held(), "dropped for the next registration too");
+            assert!(with_fsetid(held));
+            assert!(held());
+            assert_eq!(without_fsetid(held), Some(false));
+        })
+        .join()
+        .unwrap();
+        assert!(held(), "other threads keep it");
     }
 }

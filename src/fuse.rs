@@ -256,6 +256,26 @@ fn io_uring_allowed(root: bool) -> bool {
     }
 }
 
+/// Runs a create of a node with mode `mode` as root would, keeping a
+/// set-group-ID bit in a set-group-ID directory (see `creds::with_fsetid`).
+fn sgid<T>(mode: u32, f: impl FnOnce() -> T) -> T {
+    if mode & libc::S_ISGID != 0 {
+        creds::with_fsetid(f)
+    } else {
+        f()
+    }
+}
+
+/// Runs an xattr change as root would: an ACL change that sets the mode
+/// keeps its set-group-ID bit (see `creds::with_fsetid`).
+fn acl<T>(name: &OsStr, f: impl FnOnce() -> T) -> T {
+    if name.as_bytes().starts_with(b"system.posix_acl") {
+        creds::with_fsetid(f)
+    } else {
+        f()
+    }
+}
+
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -528,10 +548,14 @@ impl Filesystem for FuseFs {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        self.attr(
-            reply,
-            self.core.setattr(caller(req), ino.0, sa, fh.map(|f| f.0)),
-        );
+        let fh = fh.map(|f| f.0);
+        // chmod and chown keep a set-group-ID bit as root would.
+        let r = if mode.is_some() || uid.is_some() || gid.is_some() {
+            creds::with_fsetid(|| self.core.setattr(caller(req), ino.0, sa, fh))
+        } else {
+            self.core.setattr(caller(req), ino.0, sa, fh)
+        };
+        self.attr(reply, r);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -551,9 +575,10 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let r = self
-            .core
-            .mknod(caller(req), parent.0, bytes(name), mode, u64::from(rdev));
+        let r = sgid(mode, || {
+            self.core
+                .mknod(caller(req), parent.0, bytes(name), mode, u64::from(rdev))
+        });
         self.entry(reply, r);
     }
 
@@ -898,11 +923,11 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        empty(
-            reply,
+        let set = || {
             self.core
-                .setxattr(caller(req), ino.0, bytes(name), value, flags),
-        );
+                .setxattr(caller(req), ino.0, bytes(name), value, flags)
+        };
+        empty(reply, acl(name, set));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -914,10 +939,8 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(
-            reply,
-            self.core.removexattr(caller(req), ino.0, bytes(name)),
-        );
+        let remove = || self.core.removexattr(caller(req), ino.0, bytes(name));
+        empty(reply, acl(name, remove));
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -934,10 +957,10 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self
-            .core
-            .create(caller(req), parent.0, bytes(name), mode, flags)
-        {
+        match sgid(mode, || {
+            self.core
+                .create(caller(req), parent.0, bytes(name), mode, flags)
+        }) {
             Ok((a, fh)) => {
                 let fa = to_file_attr(&a);
                 let ttl = self.ttl_for(&fa, self.ttl.entry);

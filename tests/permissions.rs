@@ -633,3 +633,20 @@ fn unprivileged_changes_clear_setid_bits_through_the_daemon() {
     let m = Mount::builder().args(&["-o", "nopassthrough"]).mount();
     unprivileged_changes_clear_setid_bits(&m, true);
 }
+
+/// Root keeps a set-group-ID bit it sets on a file of a group it is not
+/// in, also on the threads that dropped CAP_FSETID to register a
+/// passthrough file (`creds::without_fsetid`): each file is read first.
+#[test]
+fn root_sets_setgid_on_a_file_of_another_group_after_passthrough_opens() {
+    let m = Mount::preset();
+    for i in 0..8 {
+        let p = m.m(&format!("g{i}"));
+        fs::write(&p, b"x").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"x");
+        lchown(&p, USER, GROUP);
+        chmod(&p, 0o2755);
+        assert_eq!(mode(&p), 0o2755, "g{i}: set-group-ID dropped");
+        assert_eq!(mode(&m.t(0, &format!("g{i}"))), 0o2755);
+    }
+}

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
-    KernelConfig, ReplyAttr, ReplyEntry, ReplyXattr, Request,
+    KernelConfig, OpenFlags, ReplyAttr, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry, ReplyOpen,
+    ReplyXattr, Request,
 };
 
 use crate::daemon;
@@ -38,7 +39,7 @@ use crate::workloads::Ctx;
 pub const MOUNT_DIR: &str = "floor-probe";
 
 /// Directories d0..d{DIRS-1} in the probe's root.
-const DIRS: u64 = 100;
+pub const DIRS: u64 = 100;
 
 /// Names stat'ed per run of each lookup kind (DIRS directories x 100).
 const NAMES: usize = 10_000;
@@ -48,6 +49,14 @@ const TTL: Duration = Duration::from_secs(30);
 
 /// The first node id handed out for a file (directories are 2..=DIRS+1).
 const FIRST_FILE: u64 = 1_000_000;
+
+/// The first node id handed out for a listed directory (`l*` in the root):
+/// a fresh directory each time, so no listing is served from the kernel's
+/// cache of an earlier one.
+const FIRST_LISTED: u64 = 1_000;
+
+/// Names in each listed directory (as in the small-files workload).
+const LISTED_NAMES: u64 = crate::table::LISTED_NAMES as u64;
 
 /// How the probe mounts: as the preset mount reported it mounted, so that
 /// both use the same transport and options.
@@ -106,6 +115,7 @@ impl Settings {
 #[derive(Default)]
 struct State {
     next_file: AtomicU64,
+    next_listed: AtomicU64,
     /// Whether INIT agreed on FUSE over io_uring.
     uring: AtomicBool,
     /// Why not, when it did not.
@@ -158,7 +168,7 @@ struct Zero {
 }
 
 fn attr(ino: u64) -> FileAttr {
-    let dir = ino <= DIRS + 1;
+    let dir = ino < FIRST_FILE && (ino <= DIRS + 1 || ino >= FIRST_LISTED);
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     FileAttr {
         ino: INodeNo(ino),
@@ -243,6 +253,10 @@ impl Filesystem for Zero {
             if let Some(k) = dir {
                 return reply.entry(&TTL, &attr(2 + k), Generation(0));
             }
+            if n.first() == Some(&b'l') {
+                let ino = self.state.next_listed.fetch_add(1, Relaxed);
+                return reply.entry(&TTL, &attr(ino), Generation(0));
+            }
         } else if n.first() == Some(&b'f') {
             let ino = self.state.next_file.fetch_add(1, Relaxed);
             return reply.entry(&TTL, &attr(ino), Generation(0));
@@ -254,6 +268,63 @@ impl Filesystem for Zero {
     }
 
     fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {}
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // As dfs while it watches its tiers: no OPENDIR, READDIR comes
+        // without a handle.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        self.state.served(&self.state.other);
+        // As dfs answers for names the kernel holds: "." and "..", then
+        // every name without attributes.
+        let dot = attr(ino.0);
+        if offset == 0 && reply.add(INodeNo(0), 1, ".", &Duration::ZERO, &dot, Generation(0)) {
+            return reply.ok();
+        }
+        if offset <= 1 && reply.add(INodeNo(0), 2, "..", &Duration::ZERO, &dot, Generation(0)) {
+            return reply.ok();
+        }
+        for i in offset.max(2) - 2..LISTED_NAMES {
+            let name = format!("e{i:06}");
+            if reply.add_name(INodeNo(FIRST_FILE + i), i + 3, FileType::RegularFile, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.state.served(&self.state.other);
+        if offset == 0 && reply.add(ino, 1, FileType::Directory, ".") {
+            return reply.ok();
+        }
+        if offset <= 1 && reply.add(INodeNo(1), 2, FileType::Directory, "..") {
+            return reply.ok();
+        }
+        for i in offset.max(2) - 2..LISTED_NAMES {
+            let name = format!("e{i:06}");
+            if reply.add(INodeNo(FIRST_FILE + i), i + 3, FileType::RegularFile, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.state.served(&self.state.other);
@@ -329,6 +400,7 @@ impl Probe {
         daemon::register_local_mount(mnt);
         let state = Arc::new(State {
             next_file: AtomicU64::new(FIRST_FILE),
+            next_listed: AtomicU64::new(FIRST_LISTED),
             ..State::default()
         });
         // From here on, Drop unmounts.
@@ -552,6 +624,23 @@ fn measure(ctx: &Ctx, probe: &Probe, mnt: &Path) -> io::Result<(KernelCosts, [u6
             .push(time("negative LOOKUP", n, &|| stats(&neg, false))?);
         k.positive
             .push(time("positive LOOKUP", n, &|| stats(&pos, true))?);
+        let dirs: Vec<PathBuf> = (0..DIRS).map(|d| mnt.join(format!("l{rep}-{d}"))).collect();
+        for d in &dirs {
+            fs::metadata(d)?;
+        }
+        k.listing.push(time("listing (100 names)", DIRS, &|| {
+            for d in &dirs {
+                let mut n = 0;
+                for e in fs::read_dir(d)? {
+                    e?;
+                    n += 1;
+                }
+                if n != LISTED_NAMES {
+                    return Err(io::Error::other(format!("probe listed {n} names")));
+                }
+            }
+            Ok(())
+        })?);
     }
     Ok((k, via))
 }

@@ -57,9 +57,9 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these workloads (comma-separated): rt (the round-trip
-    /// floor), floor (the kernel's own cost of a round trip and of a
-    /// LOOKUP, on a zero-work FUSE daemon; added whenever neg or tier2 is,
-    /// unless --no-floor), seq, rand, small, tree, neg, tier2, mem (issue 4,
+    /// floor), floor (the kernel's own cost of a round trip, of a LOOKUP
+    /// and of a listing, on a zero-work FUSE daemon; added whenever small,
+    /// neg or tier2 is, unless --no-floor), seq, rand, small, tree, neg, tier2, mem (issue 4,
     /// on the preset mount), mover (issue 5, on mounts of its own).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
@@ -246,7 +246,8 @@ fn run(args: Args) -> io::Result<bool> {
         }
         args.only.iter().map(|s| s.as_str()).collect()
     };
-    // The lookup lines' floors need the kernel's LOOKUP costs.
+    // The lookup lines' and the list line's floors need the kernel's own
+    // costs.
     if !args.no_floor && !only.contains(&"floor") && only.iter().any(|w| LOOKUP_GROUPS.contains(w))
     {
         only.push("floor");
@@ -583,9 +584,9 @@ fn preset(
     })
 }
 
-/// The groups whose lines (`table::LOOKUP_LINES`) take their floor from
-/// the floor group's LOOKUP costs.
-const LOOKUP_GROUPS: &[&str] = &["neg", "tier2"];
+/// The groups whose lines (`table::LOOKUP_LINES`, and `table::LIST_LINE`)
+/// take their floor from the floor group's measured kernel costs.
+const LOOKUP_GROUPS: &[&str] = &["neg", "tier2", "small"];
 
 /// The groups the counting pass leaves out: they measure the floor's
 /// costs, not lines that get one.
@@ -760,7 +761,7 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
         }
     }
     if let Some(k) = &p.t.kernel {
-        print_kernel_floor(k, p.t.roundtrip_secs());
+        print_kernel_floor(k, p.t.roundtrip_secs(), p.t.list_floor());
     }
     println!();
     println!(
@@ -808,7 +809,7 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
 /// The kernel floor section: the floor probe's medians (see floor.rs), and
 /// which lines' floors they price; `dfs_rt` is the round-trip line's cost
 /// on dfs, for comparison with the probe's.
-fn print_kernel_floor(k: &table::KernelCosts, dfs_rt: Option<f64>) {
+fn print_kernel_floor(k: &table::KernelCosts, dfs_rt: Option<f64>, list: Option<table::ListFloor>) {
     let us = |x: Option<f64>| x.map_or("-".into(), |x| table::fmt_num(x * 1e6));
     let used_by = |l: table::Lookup| {
         let lines: Vec<&str> = table::LOOKUP_LINES
@@ -845,6 +846,22 @@ fn print_kernel_floor(k: &table::KernelCosts, dfs_rt: Option<f64>) {
         k.ops[2],
         used_by(table::Lookup::Positive)
     );
+    println!(
+        "  listing           {:>7} us  (open, readdir to the end and close of a fresh directory of {} names, listed without attributes as dfs does; {} per run; {}'s floor, per name)",
+        us(k.listing()),
+        table::LISTED_NAMES,
+        floor::DIRS,
+        table::LIST_LINE
+    );
+    if let Some(f) = list {
+        println!(
+            "  {}: native {} us per directory; floor {:.3} with a zero-work daemon, {:.3} with one that reads its tier's copy once (the native listing's own work: native / (listing + native))",
+            table::LIST_LINE,
+            table::fmt_num(f.native * 1e6),
+            f.zero_work(),
+            f.reading_the_tier()
+        );
+    }
 }
 
 /// The issue 5 part of the report; returns how many lines are under target.

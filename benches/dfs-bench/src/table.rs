@@ -134,6 +134,9 @@ pub struct KernelCosts {
     pub negative: Vec<f64>,
     /// stat of a fresh existing name: one positive LOOKUP and a new inode.
     pub positive: Vec<f64>,
+    /// readdir of a fresh directory of 100 names the daemon lists without
+    /// attributes: READDIRPLUS, then the READDIR that finds the end.
+    pub listing: Vec<f64>,
 }
 
 impl KernelCosts {
@@ -149,6 +152,45 @@ impl KernelCosts {
     /// The median cost of one empty round trip on the probe, in seconds.
     pub fn roundtrip(&self) -> Option<f64> {
         median(&self.roundtrip).filter(|&x| x > 0.0)
+    }
+
+    /// The median cost of listing one fresh directory of `LISTED_NAMES`
+    /// names on the probe (open, readdir to the end, close), in seconds.
+    pub fn listing(&self) -> Option<f64> {
+        median(&self.listing).filter(|&x| x > 0.0)
+    }
+}
+
+/// The names in each directory the floor probe lists: as many as the
+/// small-files workload puts in each of its directories by default.
+pub const LISTED_NAMES: f64 = 100.0;
+
+/// The listing line: its operation is one listed name.
+pub const LIST_LINE: &str = "small/list";
+
+/// What the list line can reach, from the floor probe's listing and the
+/// native listing of the same run, per directory of `LISTED_NAMES` names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ListFloor {
+    /// Native seconds per directory listed.
+    pub native: f64,
+    /// The probe's seconds per directory: the kernel's whole share.
+    pub kernel: f64,
+}
+
+impl ListFloor {
+    /// With a daemon that takes no time: the probe's listing replaces the
+    /// native one (as for the lookup lines).
+    pub fn zero_work(&self) -> f64 {
+        (self.native / self.kernel).min(1.0)
+    }
+
+    /// With a daemon that only reads its tier's copy of the directory once,
+    /// which is the work the native listing does (open, getdents to the
+    /// end, close): the least any union that does not keep tier contents
+    /// in memory must add to the kernel's share.
+    pub fn reading_the_tier(&self) -> f64 {
+        self.native / (self.kernel + self.native)
     }
 }
 
@@ -325,6 +367,15 @@ impl Table {
         (ops > 0.0).then(|| sync as f64 / ops)
     }
 
+    /// The list line's floors (see `ListFloor`); none without the floor
+    /// probe's listing or the line's native median.
+    pub fn list_floor(&self) -> Option<ListFloor> {
+        let row = self.rows.iter().find(|r| r.name == LIST_LINE)?;
+        let native = row.native_secs_per_op()? * LISTED_NAMES;
+        let kernel = self.kernel.as_ref()?.listing()?;
+        Some(ListFloor { native, kernel })
+    }
+
     /// The kernel's measured cost of the LOOKUP line `name` sends (see
     /// `LOOKUP_LINES`), in seconds; none for other lines or without the
     /// floor probe.
@@ -342,6 +393,11 @@ impl Table {
     pub fn floor(&self, row: &Row) -> Option<f64> {
         if row.name == ROUNDTRIP {
             return None;
+        }
+        if row.name == LIST_LINE
+            && let Some(f) = self.list_floor()
+        {
+            return Some(f.zero_work());
         }
         let native = row.native_secs_per_op()?;
         if let Some(cost) = self.lookup_cost(&row.name) {
@@ -672,6 +728,7 @@ mod tests {
             roundtrip: vec![9e-6, 8e-6, 10e-6],
             negative: vec![12e-6, 11e-6, 30e-6],
             positive: vec![13e-6, 14e-6, 12e-6],
+            listing: Vec::new(),
         });
         // Medians: negative 12 us, positive 13 us, each a whole stat on the
         // probe; tier2-stat was not counted, so one LOOKUP per operation.
@@ -681,6 +738,35 @@ mod tests {
         // Other lines keep the round-trip line's cost.
         assert_eq!(t.lookup_cost("small/stat"), None);
         assert!(close(t.floor(&t.rows[3]), 10.0 / 20.0));
+    }
+
+    #[test]
+    fn the_list_line_uses_the_probe_listing() {
+        let mut t = Table::default();
+        t.rows.push(row(ROUNDTRIP, Kind::Rate, 1e6, 1e5));
+        // 4,000,000 names/s native: 25 us per directory of 100.
+        t.rows.push(row(LIST_LINE, Kind::Rate, 4e6, 1.5e6));
+        t.requests.push(counted(
+            LIST_LINE,
+            1000.0,
+            &[("READDIRPLUS", 10), ("READDIR", 10)],
+        ));
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        // Without the probe's listing: two round trips per 100 names.
+        assert!(close(t.floor(&t.rows[1]), 0.25 / (0.25 + 0.2)));
+        assert_eq!(t.list_floor(), None);
+        t.kernel = Some(KernelCosts {
+            transport: "io_uring".into(),
+            ops: [1000; 3],
+            roundtrip: vec![10e-6],
+            negative: vec![12e-6],
+            positive: vec![13e-6],
+            listing: vec![60e-6, 50e-6, 70e-6],
+        });
+        let f = t.list_floor().unwrap();
+        assert!((f.native - 25e-6).abs() < 1e-12 && (f.kernel - 60e-6).abs() < 1e-12);
+        assert!(close(t.floor(&t.rows[1]), 25.0 / 60.0));
+        assert!((f.reading_the_tier() - 25.0 / 85.0).abs() < 1e-9);
     }
 
     #[test]

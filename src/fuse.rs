@@ -136,6 +136,17 @@ impl crate::watch::Invalidate for NotifierInvalidate {
     }
 }
 
+/// Kernel cache lifetimes: while the tiers are watched, and after the
+/// watcher stops (a mount that never watched uses `unwatched` throughout).
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// While every change on a tier is reported.
+    pub watched: CacheTimes,
+    /// Otherwise: these bound how long a change made directly on a tier
+    /// can go unseen.
+    pub unwatched: CacheTimes,
+}
+
 /// Kernel cache lifetimes for entries and attributes.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheTimes {
@@ -157,7 +168,7 @@ struct Backing {
 /// The fuser `Filesystem` over the dfs core.
 pub struct FuseFs {
     core: Arc<Fs>,
-    ttl: CacheTimes,
+    lifetimes: Lifetimes,
     /// Passthrough wanted by the configuration...
     want_passthrough: bool,
     /// `-o uring=...`.
@@ -172,10 +183,10 @@ pub struct FuseFs {
 impl FuseFs {
     /// Wraps the core; `passthrough` asks for kernel passthrough I/O, used
     /// when the kernel and privileges allow it.
-    pub fn new(core: Arc<Fs>, ttl: CacheTimes, passthrough: bool, uring: Uring) -> Self {
+    pub fn new(core: Arc<Fs>, lifetimes: Lifetimes, passthrough: bool, uring: Uring) -> Self {
         FuseFs {
             core,
-            ttl,
+            lifetimes,
             want_passthrough: passthrough,
             want_uring: uring,
             passthrough: false,
@@ -381,8 +392,8 @@ impl FuseFs {
             Ok(a) => {
                 let fa = to_file_attr(&a);
                 reply.entry_with_ttls(
-                    &self.ttl_for(&fa, self.ttl.attr),
-                    &self.ttl.entry,
+                    &self.ttl_for(&fa, self.ttl().attr),
+                    &self.ttl().entry,
                     &fa,
                     Generation(0),
                 )
@@ -395,7 +406,7 @@ impl FuseFs {
         match r {
             Ok(a) => {
                 let fa = to_file_attr(&a);
-                reply.attr(&self.ttl_for(&fa, self.ttl.attr), &fa)
+                reply.attr(&self.ttl_for(&fa, self.ttl().attr), &fa)
             }
             Err(e) => reply.error(err(e)),
         }
@@ -405,6 +416,15 @@ impl FuseFs {
     /// bits: a passthrough write clears them on the tier without dfs
     /// knowing (see `creds::without_fsetid`), and the kernel must not
     /// honour a stale set-user-ID bit at exec. Such files are few.
+    /// The cache lifetimes to give the kernel now: the watcher may stop.
+    fn ttl(&self) -> &CacheTimes {
+        if self.core.watched() {
+            &self.lifetimes.watched
+        } else {
+            &self.lifetimes.unwatched
+        }
+    }
+
     fn ttl_for(&self, a: &FileAttr, ttl: Duration) -> Duration {
         if a.kind == FileType::RegularFile && a.perm & 0o6000 != 0 {
             Duration::ZERO
@@ -504,11 +524,11 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.core.lookup(parent.0, bytes(name)) {
-            Err(Errno(libc::ENOENT)) if !self.ttl.negative.is_zero() => {
+            Err(Errno(libc::ENOENT)) if !self.ttl().negative.is_zero() => {
                 // Node id 0: the kernel caches "no such name" for a while.
                 let mut none = blank_attr(FileType::RegularFile);
                 none.ino = INodeNo(0);
-                reply.entry_with_ttls(&Duration::ZERO, &self.ttl.negative, &none, Generation(0));
+                reply.entry_with_ttls(&Duration::ZERO, &self.ttl().negative, &none, Generation(0));
             }
             r => self.entry(reply, r),
         }
@@ -843,7 +863,7 @@ impl Filesystem for FuseFs {
             let full = match self.core.entry_lookup(&h, e) {
                 Ok(a) => {
                     let fa = to_file_attr(&a);
-                    let ttl = self.ttl_for(&fa, self.ttl.entry);
+                    let ttl = self.ttl_for(&fa, self.ttl().entry);
                     if reply.add(fa.ino, e.cookie, name, &ttl, &fa, Generation(0)) {
                         // The kernel did not take this entry: give the
                         // reference back.
@@ -963,7 +983,7 @@ impl Filesystem for FuseFs {
         }) {
             Ok((a, fh)) => {
                 let fa = to_file_attr(&a);
-                let ttl = self.ttl_for(&fa, self.ttl.entry);
+                let ttl = self.ttl_for(&fa, self.ttl().entry);
                 match self.backing_for(a.ino, fh, |f| reply.open_backing(f)) {
                     Some(b) => reply.created_passthrough(
                         &ttl,

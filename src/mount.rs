@@ -10,7 +10,7 @@ use crate::cli::{check_mountpoint, parse_options};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fs::{Fs, Options};
-use crate::fuse::{CacheTimes, FuseFs};
+use crate::fuse::{CacheTimes, FuseFs, Lifetimes};
 use crate::policy::Policy;
 use crate::tiers::TierSet;
 
@@ -88,25 +88,39 @@ pub fn run_with(
     } else {
         Err("disabled by -o nowatch".to_string())
     };
-    let default_ttl = match &watch {
-        Ok(_) => Duration::from_secs(30),
-        Err(_) => Duration::from_secs(1),
+    // Unwatched, the lifetimes bound how long a change made directly on a
+    // tier goes unseen: short unless dfs.toml says otherwise.
+    let times = |default: Duration| CacheTimes {
+        entry: cfg.cache.entry.unwrap_or(default),
+        attr: cfg.cache.attr.unwrap_or(default),
+        negative: cfg.cache.negative.unwrap_or(default),
+    };
+    let lifetimes = Lifetimes {
+        watched: times(Duration::from_secs(30)),
+        unwatched: times(Duration::from_secs(1)),
+    };
+    let ttl = if watch.is_ok() {
+        lifetimes.watched
+    } else {
+        lifetimes.unwatched
     };
     // While watched, every change on a tier is reported, so dfs may keep
     // directory handles for as long as the kernel holds the directory.
-    let ttl = CacheTimes {
-        entry: cfg.cache.entry.unwrap_or(default_ttl),
-        attr: cfg.cache.attr.unwrap_or(default_ttl),
-        negative: cfg.cache.negative.unwrap_or(default_ttl),
-    };
     core.set_dir_cache_lifetime(match &watch {
         Ok(_) => None,
-        Err(_) => Some(ttl.attr.min(Duration::from_secs(1))),
+        Err(_) => Some(crate::watch::unwatched_dir_lifetime(
+            lifetimes.unwatched.attr,
+        )),
     });
     if settings.uring == crate::cli::Uring::On {
         enable_kernel_uring();
     }
-    let fs = FuseFs::new(core.clone(), ttl, settings.passthrough, settings.uring);
+    let fs = FuseFs::new(
+        core.clone(),
+        lifetimes,
+        settings.passthrough,
+        settings.uring,
+    );
 
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = settings.kernel.clone();
@@ -148,16 +162,17 @@ pub fn run_with(
     match watch {
         Ok(w) => {
             let inval = Arc::new(crate::fuse::NotifierInvalidate(session.notifier()));
-            if w.start(core.clone(), inval) == crate::watch::Mode::Watching {
-                core.set_mode(
-                    "tier changes",
-                    format!(
-                        "watched with fanotify; the kernel caches for {:?} (entries), \
-                         {:?} (attributes), {:?} (missing names)",
-                        ttl.entry, ttl.attr, ttl.negative
-                    ),
-                );
-            } else {
+            let dir_lifetime = crate::watch::unwatched_dir_lifetime(lifetimes.unwatched.attr);
+            // Said first: a watcher that stops says so after this.
+            core.set_mode(
+                "tier changes",
+                format!(
+                    "watched with fanotify; the kernel caches for {:?} (entries), \
+                     {:?} (attributes), {:?} (missing names)",
+                    ttl.entry, ttl.attr, ttl.negative
+                ),
+            );
+            if w.start(core.clone(), inval, dir_lifetime) != crate::watch::Mode::Watching {
                 core.set_mode(
                     "tier changes",
                     "not watched (the watcher did not start; see the warning above)".into(),

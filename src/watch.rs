@@ -54,19 +54,102 @@ pub fn prepare(core: &Fs) -> Result<Prepared, String> {
 }
 
 impl Prepared {
-    /// Starts the watcher thread, which runs until the process exits.
-    pub fn start(self, core: Arc<Fs>, inval: Arc<dyn Invalidate>) -> Mode {
+    /// Starts the watcher thread, which runs until the process exits. If
+    /// it cannot start, or stops, dfs falls back (see [`fall_back`]) to
+    /// `dir_lifetime` for its directory handles and the kernel's listings.
+    pub fn start(self, core: Arc<Fs>, inval: Arc<dyn Invalidate>, dir_lifetime: Duration) -> Mode {
         let Prepared { fd, fsids } = self;
+        let guard = Fallback {
+            core: core.clone(),
+            inval: inval.clone(),
+            dir_lifetime,
+            why: "the watcher stopped".into(),
+        };
         match std::thread::Builder::new()
             .name("dfs-watch".into())
-            .spawn(move || run(fd, fsids, core, inval))
+            .spawn(move || run(fd, fsids, guard))
         {
             Ok(_) => Mode::Watching,
             Err(e) => {
                 log::warn!("cannot start the tier watcher: {e}");
+                // The guard went down with the closure: fall back already.
                 Mode::TimeoutsOnly
             }
         }
+    }
+}
+
+/// How long dfs trusts its directory handles, and the kernel the listings
+/// it caches, when the tiers are not watched: the attribute lifetime, at
+/// most a second.
+pub fn unwatched_dir_lifetime(attr: Duration) -> Duration {
+    attr.min(Duration::from_secs(1))
+}
+
+/// Falls back to an unwatched mount when dropped: the watcher thread owns
+/// it, so an error, a panic, or a thread that never started all end in
+/// [`fall_back`].
+struct Fallback {
+    core: Arc<Fs>,
+    inval: Arc<dyn Invalidate>,
+    dir_lifetime: Duration,
+    why: String,
+}
+
+impl Drop for Fallback {
+    fn drop(&mut self) {
+        fall_back(&self.core, &self.inval, &self.why, self.dir_lifetime);
+    }
+}
+
+/// The watcher is gone: from now on dfs trusts what an unwatched mount
+/// trusts (short cache lifetimes for new replies, directory handles kept
+/// `dir_lifetime`), the kernel forgets the attributes and listings it
+/// cached on the watcher's word, and a sweeper invalidates every listing
+/// the kernel caches from now on within `dir_lifetime` (the kernel, told
+/// once that dfs has no OPENDIR, caches every listing until it is told
+/// otherwise, and no longer asks dfs whether to).
+fn fall_back(core: &Arc<Fs>, inval: &Arc<dyn Invalidate>, why: &str, dir_lifetime: Duration) {
+    core.set_dir_cache_lifetime(Some(dir_lifetime));
+    core.dirs_changed();
+    core.set_mode(
+        "tier changes",
+        format!(
+            "not watched ({why}); changes made directly on a tier show within the cache \
+             lifetimes (directory listings: {dir_lifetime:?})"
+        ),
+    );
+    forget_everything(core, inval.as_ref());
+    let (core, inval) = (core.clone(), inval.clone());
+    let sweeper = std::thread::Builder::new()
+        .name("dfs-sweep".into())
+        .spawn(move || {
+            // A listing recorded just before a sweep may reach the
+            // kernel's cache just after it: each is invalidated at two
+            // sweeps in a row.
+            let mut last: Vec<u64> = Vec::new();
+            loop {
+                std::thread::sleep(dir_lifetime);
+                let now = core.take_listed_unwatched();
+                for &ino in last.iter().chain(&now) {
+                    inval.inode(ino, true);
+                }
+                last = now;
+            }
+        });
+    if let Err(e) = sweeper {
+        log::error!("cannot start the listing sweeper: {e}; listings may stay stale until remount");
+    }
+}
+
+/// Tells the kernel to forget the attributes and cached data (listings
+/// included) of every node it holds: after events were lost, nothing it
+/// caches can be vouched for. The names it caches expire with their
+/// lifetimes.
+fn forget_everything(core: &Fs, inval: &dyn Invalidate) {
+    core.dirs_changed();
+    for (ino, _) in core.held_nodes() {
+        inval.inode(ino, true);
     }
 }
 
@@ -157,7 +240,10 @@ struct Change {
     name: Vec<u8>,
 }
 
-fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>) {
+fn run(fd: OwnedFd, fsids: Vec<Fsid>, mut fallback: Fallback) {
+    let (core, inval) = (fallback.core.clone(), fallback.inval.clone());
+    let stop_after = fault_stop_after();
+    let started = Instant::now();
     let me = std::process::id() as i32;
     let mut buf = vec![0u8; 256 * 1024];
     // Directory handles known to lie outside every tier (the marks cover
@@ -196,20 +282,42 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
                 continue; // the recheck is due
             }
         }
-        // SAFETY: reading into our buffer.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = if let Some(d) = stop_after {
+            // Test hook: wait for events no longer than the failure is due.
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let left = d.saturating_sub(started.elapsed()).as_millis().min(1000) as libc::c_int;
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, left) } > 0;
+            if started.elapsed() >= d {
+                // SAFETY: sets this thread's errno, as a failed read would.
+                unsafe { *libc::__errno_location() = libc::EIO };
+                -1
+            } else if !ready {
+                continue;
+            } else {
+                // SAFETY: reading into our buffer.
+                unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+            }
+        } else {
+            // SAFETY: reading into our buffer.
+            unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+        };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            // Fall back to what an unwatched mount trusts: dfs's own
-            // directory handles expire again. (Listings the kernel already
-            // caches are refreshed only by changes made through dfs.)
-            core.set_dir_cache_lifetime(Some(Duration::from_secs(1)));
+            // Dropping the guard falls back to what an unwatched mount
+            // trusts (see `fall_back`).
             log::error!(
-                "tier watcher stopped: {e}; changes made directly on the tiers may not show until remount"
+                "tier watcher stopped: {e}; changes made directly on the tiers now show within \
+                 the unwatched cache lifetimes"
             );
+            fallback.why = format!("the watcher stopped: {e}");
             return;
         }
         // Per changed name: (content changed, name or attributes changed).
@@ -217,6 +325,7 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
         let mut off = 0usize;
         let mut moved_dir = false;
         let mut dirs_changed = false;
+        let mut overflow = false;
         let n = n as usize;
         while off + 24 <= n {
             let ev = &buf[off..n];
@@ -228,6 +337,10 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
                 break;
             }
             off += event_len;
+            if mask & libc::FAN_Q_OVERFLOW != 0 {
+                overflow = true; // events were lost: which, nobody knows
+                continue;
+            }
             if pid == me {
                 continue; // dfs's own work: the kernel already knows
             }
@@ -298,6 +411,15 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
                 }
             }
         }
+        if overflow {
+            log::warn!(
+                "tier watcher: the kernel dropped change events; every cached attribute and \
+                 listing is invalidated"
+            );
+            forget_everything(&core, inval.as_ref());
+            moved_dir = true;
+            dirs_changed = true;
+        }
         if moved_dir {
             // A directory moved: one that was outside a tier may be inside,
             // and known paths may be stale.
@@ -324,6 +446,14 @@ fn run(fd: OwnedFd, fsids: Vec<Fsid>, core: Arc<Fs>, inval: Arc<dyn Invalidate>)
         // one wakeup per pause instead of one per event.
         std::thread::sleep(GATHER);
     }
+}
+
+/// Test hook: with `DFS_FAULT_WATCHER_STOP_MS` set, the watcher fails as
+/// if its read had failed that many milliseconds after it started, so
+/// tests can check the fall-back. Read once per watcher.
+fn fault_stop_after() -> Option<Duration> {
+    let ms = std::env::var("DFS_FAULT_WATCHER_STOP_MS").ok()?;
+    ms.trim().parse().ok().map(Duration::from_millis)
 }
 
 /// The watcher's pause between reads of its event queue (see `run`).

@@ -185,3 +185,50 @@ fn watched_tiers_show_direct_changes_without_passthrough_too() {
         .mount();
     direct_changes_show(&m, Duration::from_secs(1));
 }
+
+#[test]
+fn a_watcher_that_stops_falls_back_to_the_short_lifetimes() {
+    // The watcher fails 1.5 s after it starts (a test hook standing in for
+    // a failed read of its event queue).
+    let m = Mount::builder()
+        .env("DFS_FAULT_WATCHER_STOP_MS", "1500")
+        .mount();
+    assert!(
+        m.stderr().contains("tier changes: watched with fanotify"),
+        "{}",
+        m.stderr()
+    );
+    // Cached while watched (30 s lifetimes, listings kept by the kernel):
+    // a directory on both tiers, listed, and a file's attributes.
+    fs::create_dir_all(m.t(0, "early")).unwrap();
+    fs::create_dir_all(m.t(1, "early")).unwrap();
+    fs::write(m.t(0, "early/fast"), b"f").unwrap();
+    fs::write(m.t(0, "early/grows"), b"1").unwrap();
+    // After the watcher's own invalidations for these changes (a second
+    // one follows 200 ms later), so that what is cached stays cached.
+    std::thread::sleep(Duration::from_millis(400));
+    warm(&m, "early", &["fast", "grows"]);
+    eventually(Duration::from_secs(5), "the watcher's failure", || {
+        m.stderr()
+            .contains("tier changes: not watched (the watcher stopped")
+    });
+    // What the kernel cached on the watcher's word is dropped...
+    fs::write(m.t(1, "early/slow"), b"s").unwrap();
+    fs::write(m.t(0, "early/grows"), b"12345").unwrap();
+    eventually(
+        Duration::from_secs(3),
+        "changes to what was cached while watched",
+        || {
+            let names: Vec<_> = fs::read_dir(m.m("early"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.len() == 3
+                && names.iter().any(|n| n == "slow")
+                && fs::metadata(m.m("early/grows")).map(|md| md.len()).ok() == Some(5)
+        },
+    );
+    // ... and from now on the short lifetimes bound what it caches, the
+    // listings it keeps included.
+    direct_changes_show(&m, Duration::from_secs(3));
+}

@@ -208,6 +208,10 @@ pub struct Fs {
     released: IdMap<FileVersion>,
     /// The latest listing of each directory listed without OPENDIR.
     listings: IdMap<Arc<DirHandle>>,
+    /// Directories listed without OPENDIR while the tiers are not watched:
+    /// the kernel caches such listings until told otherwise, so they are
+    /// invalidated shortly after (see `watch::fall_back`).
+    listed_unwatched: Mutex<std::collections::HashSet<u64>>,
     /// How the mount talks to the kernel (I/O mode, transport, tier
     /// watching), as decided at startup, for `dfs status`.
     modes: parking_lot::Mutex<Vec<(&'static str, String)>>,
@@ -475,6 +479,7 @@ impl Fs {
             state_dirs: parking_lot::Mutex::new(Vec::new()),
             released: IdMap::default(),
             listings: IdMap::default(),
+            listed_unwatched: Mutex::new(std::collections::HashSet::new()),
             modes: parking_lot::Mutex::new(Vec::new()),
             open_counts: IdMap::default(),
             writer_counts: IdMap::default(),
@@ -1713,7 +1718,25 @@ impl Fs {
     /// when the kernel checks permissions (`default_permissions`: nothing
     /// is left for an open to check).
     pub fn lists_without_open(&self) -> bool {
-        self.opts.kernel_permissions && self.dir_ttl_ms.load(Ordering::Relaxed) == u64::MAX
+        self.opts.kernel_permissions && self.watched()
+    }
+
+    /// Whether a watcher reports every change made on the tiers (set by
+    /// [`Fs::set_dir_cache_lifetime`] with `None`): the kernel may then keep
+    /// what dfs tells it for the long, watched cache lifetimes.
+    pub fn watched(&self) -> bool {
+        self.dir_ttl_ms.load(Ordering::Relaxed) == u64::MAX
+    }
+
+    /// The directories listed without OPENDIR since the last call while
+    /// the tiers were not watched: the kernel may cache their listings.
+    pub fn take_listed_unwatched(&self) -> Vec<u64> {
+        self.listed_unwatched.lock().drain().collect()
+    }
+
+    /// Every node the kernel holds, and whether it is a directory.
+    pub fn held_nodes(&self) -> Vec<(u64, bool)> {
+        self.nodes.held()
     }
 
     /// The listing to serve a READDIR of directory `ino` at `offset` from:
@@ -1728,6 +1751,11 @@ impl Fs {
             && let Some(h) = self.listings.get(&ino)
         {
             return Ok(h.clone());
+        }
+        if !self.watched() {
+            // The kernel keeps this listing (no OPENDIR: it caches every
+            // listing) and no watcher will say when it goes stale.
+            self.listed_unwatched.lock().insert(ino);
         }
         let h = Arc::new(self.build_listing(c, ino)?);
         // A bound on memory and open handles; a listing dropped here is

@@ -336,6 +336,14 @@ impl Nodes {
         self.held.may_hold(ino)
     }
 
+    /// Every node held, and whether it is a directory.
+    pub fn held(&self) -> Vec<(u64, bool)> {
+        self.map
+            .iter()
+            .map(|e| (*e.key(), e.value().is_dir()))
+            .collect()
+    }
+
     /// Number of nodes held (for status and memory tests).
     pub fn len(&self) -> usize {
         self.map.len()

@@ -1075,6 +1075,54 @@ fn a_new_file_reusing_a_moved_files_backing_inode_gets_its_own_st_ino() {
     drop(m);
 }
 
+/// A moved file's placeholder pins its old inode number only while some
+/// name or open handle still carries its id: deleted while open, it goes
+/// at the last close; replaced by a rename over it (an atomic save), at
+/// once. Pins that outlive their file would pile up in pss/.dfs/ids.
+#[test]
+fn a_moved_files_pin_goes_with_its_last_name_and_handle() {
+    let cfg = mover_config(
+        "bandwidth = \"off\"\n[[mover.rule]]\nfrom = \"pss\"\nto = \"sss\"\nmatch = \"cold/**\"\n",
+    );
+    let m = Mount::builder()
+        .config(&cfg)
+        .setup(|t| {
+            put_aged(&t[0], "cold/open", b"held open", 100);
+            put_aged(&t[0], "cold/replaced", b"saved over", 100);
+            put_aged(&t[0], "cold/deleted", b"plain delete", 100);
+        })
+        .mount();
+    let s = dfs_move(&m);
+    assert_eq!((s.moved, s.errors), (3, 0), "{}", m.stderr());
+    let pins = || {
+        fs::read_dir(m.t(0, ".dfs/ids"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(pins(), 3);
+    fs::remove_file(m.m("cold/deleted")).unwrap();
+    assert_eq!(pins(), 2, "a plain delete left its pin");
+    // Deleted while open: the pin stays while the file is.
+    let mut f = fs::File::open(m.m("cold/open")).unwrap();
+    fs::remove_file(m.m("cold/open")).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(pins(), 2, "the pin of a file still open went");
+    let mut held = String::new();
+    f.read_to_string(&mut held).unwrap();
+    assert_eq!(held, "held open");
+    drop(f);
+    assert!(
+        wait_until(Duration::from_secs(5), || pins() == 1),
+        "the pin of a file deleted while open outlived its last close: {} pins",
+        pins()
+    );
+    // Replaced by a rename over it.
+    fs::write(m.m("cold/.new"), b"new content").unwrap();
+    fs::rename(m.m("cold/.new"), m.m("cold/replaced")).unwrap();
+    assert_eq!(pins(), 0, "the pin of a file renamed over stayed");
+    assert_eq!(fs::read(m.m("cold/replaced")).unwrap(), b"new content");
+}
+
 // ---------------------------------------------------------------------------
 // busy files, concurrent readers, hard links
 // ---------------------------------------------------------------------------

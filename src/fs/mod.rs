@@ -217,6 +217,9 @@ pub struct Fs {
     modes: parking_lot::Mutex<Vec<(&'static str, String)>>,
     /// Open handles per node (`files` is by handle number).
     open_counts: IdMap<u32>,
+    /// Moved files whose last name went while open: their placeholders go
+    /// when the last handle closes.
+    unpin_on_close: IdMap<()>,
     /// Of those, the ones open for writing.
     writer_counts: IdMap<u32>,
 }
@@ -482,6 +485,7 @@ impl Fs {
             listed_unwatched: Mutex::new(std::collections::HashSet::new()),
             modes: parking_lot::Mutex::new(Vec::new()),
             open_counts: IdMap::default(),
+            unpin_on_close: IdMap::default(),
             writer_counts: IdMap::default(),
         }
     }
@@ -1263,15 +1267,25 @@ impl Fs {
                 self.remove_copy(*i, &rel, st)?;
             }
         }
-        if winner.st_nlink <= 1
-            && ino != self.nodes.ino_for(winner.st_dev, winner.st_ino)
-            && !self.is_open(ino)
-        {
-            // A moved file's last name: its id's placeholder can go.
-            self.unpin(ino);
-        }
+        self.last_name_gone(ino, &winner);
         self.nodes.drop_link(ino, parent, name);
         Ok(())
+    }
+
+    /// File `ino` (whose copy was `st`) lost a name. If that was a moved
+    /// file's last name, the placeholder pinning its id can go, once no
+    /// handle holds the file open: an open file keeps its id, which a new
+    /// file on the pinned inode number would otherwise share.
+    fn last_name_gone(&self, ino: u64, st: &Stat) {
+        if st.st_nlink > 1 || ino == self.nodes.ino_for(st.st_dev, st.st_ino) {
+            return;
+        }
+        // Noted before the open check, which `release` makes after its
+        // count drops: one of the two sees the other and unpins.
+        self.unpin_on_close.insert(ino, ());
+        if !self.is_open(ino) && self.unpin_on_close.remove(&ino).is_some() {
+            self.unpin(ino);
+        }
     }
 
     /// rmdir: ENOTEMPTY unless the union listing is empty; then every copy
@@ -1427,6 +1441,11 @@ impl Fs {
             }
         }
         if let Some(d) = dst_ino {
+            if let Some((_, dw)) = dst_copies.first()
+                && !is_dir(dw)
+            {
+                self.last_name_gone(d, dw);
+            }
             self.nodes.drop_link(d, newparent, newname);
         }
         self.nodes.rename(src_ino, parent, name, newparent, newname);
@@ -1622,6 +1641,14 @@ impl Fs {
                 *n = n.saturating_sub(1);
             }
             counts.remove_if(&h.ino, |_, n| *n == 0);
+        }
+        // The last handle of a moved file whose last name went (see
+        // `last_name_gone`).
+        if !self.unpin_on_close.is_empty()
+            && !self.is_open(h.ino)
+            && self.unpin_on_close.remove(&h.ino).is_some()
+        {
+            self.unpin(h.ino);
         }
         // A reader's close is nobody's business (see [`deferred`]).
         if !h.writable {

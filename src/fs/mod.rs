@@ -1283,6 +1283,7 @@ impl Fs {
         // Noted before the open check, which `release` makes after its
         // count drops: one of the two sees the other and unpins.
         self.unpin_on_close.insert(ino, ());
+        std::sync::atomic::fence(Ordering::SeqCst);
         if !self.is_open(ino) && self.unpin_on_close.remove(&ino).is_some() {
             self.unpin(ino);
         }
@@ -1643,8 +1644,10 @@ impl Fs {
             counts.remove_if(&h.ino, |_, n| *n == 0);
         }
         // The last handle of a moved file whose last name went (see
-        // `last_name_gone`).
-        if !self.unpin_on_close.is_empty()
+        // `last_name_gone`): the count's drop is seen before the note is
+        // looked for, as the note is made before the count is looked at.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.unpin_on_close.contains_key(&h.ino)
             && !self.is_open(h.ino)
             && self.unpin_on_close.remove(&h.ino).is_some()
         {

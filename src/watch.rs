@@ -111,7 +111,6 @@ impl Drop for Fallback {
 /// otherwise, and no longer asks dfs whether to).
 fn fall_back(core: &Arc<Fs>, inval: &Arc<dyn Invalidate>, why: &str, dir_lifetime: Duration) {
     core.set_dir_cache_lifetime(Some(dir_lifetime));
-    core.dirs_changed();
     core.set_mode(
         "tier changes",
         format!(

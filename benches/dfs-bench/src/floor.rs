@@ -167,6 +167,12 @@ struct Zero {
     state: Arc<State>,
 }
 
+/// The names of a listed directory after readdir offset `offset` (1 and 2
+/// are "." and ".."): node id, cookie and name of each.
+fn listed_after(offset: u64) -> impl Iterator<Item = (INodeNo, u64, String)> {
+    (offset.max(2) - 2..LISTED_NAMES).map(|i| (INodeNo(FIRST_FILE + i), i + 3, format!("e{i:06}")))
+}
+
 fn attr(ino: u64) -> FileAttr {
     let dir = ino < FIRST_FILE && (ino <= DIRS + 1 || ino >= FIRST_LISTED);
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -293,9 +299,8 @@ impl Filesystem for Zero {
         if offset <= 1 && reply.add(INodeNo(0), 2, "..", &Duration::ZERO, &dot, Generation(0)) {
             return reply.ok();
         }
-        for i in offset.max(2) - 2..LISTED_NAMES {
-            let name = format!("e{i:06}");
-            if reply.add_name(INodeNo(FIRST_FILE + i), i + 3, FileType::RegularFile, name) {
+        for (ino, cookie, name) in listed_after(offset) {
+            if reply.add_name(ino, cookie, FileType::RegularFile, name) {
                 break;
             }
         }
@@ -317,9 +322,8 @@ impl Filesystem for Zero {
         if offset <= 1 && reply.add(INodeNo(1), 2, FileType::Directory, "..") {
             return reply.ok();
         }
-        for i in offset.max(2) - 2..LISTED_NAMES {
-            let name = format!("e{i:06}");
-            if reply.add(INodeNo(FIRST_FILE + i), i + 3, FileType::RegularFile, name) {
+        for (ino, cookie, name) in listed_after(offset) {
+            if reply.add(ino, cookie, FileType::RegularFile, name) {
                 break;
             }
         }

@@ -71,6 +71,17 @@ pub fn run_with(
             kernel_permissions: settings.default_permissions,
         },
     ));
+    if let Some(f) = std::env::var("DFS_FAULT_INTENT")
+        .ok()
+        .and_then(|v| crate::fs::intent::Fault::parse(&v))
+    {
+        log::warn!("test hook DFS_FAULT_INTENT: {f:?}");
+        core.set_intent_fault(Some(f));
+    }
+    let recovered = core.recover_intents();
+    if recovered > 0 {
+        log::info!("brought {recovered} interrupted rename(s) or exchange(s) to an end");
+    }
     let cleaned = core.clean_temporaries();
     if cleaned > 0 {
         log::info!("removed {cleaned} temporaries left by unfinished moves");

@@ -13,6 +13,7 @@
 
 pub mod deferred;
 pub mod dir;
+pub mod intent;
 pub mod nodes;
 pub mod transfer;
 
@@ -34,6 +35,7 @@ use crate::creds::{Caller, as_caller, in_group, keeps_setid};
 use crate::policy::{CreateRequest, NodeKind, Policy, Space, TierView};
 use crate::tiers::{STATE_DIR, Tier, TierSet, split_parent};
 use dir::DirHandle;
+use intent::{Intent, Op, Side, Step};
 use nodes::{IdMap, Nodes, ROOT};
 
 /// An errno: what a failed operation returns to the kernel.
@@ -222,6 +224,8 @@ pub struct Fs {
     unpin_on_close: IdMap<()>,
     /// Of those, the ones open for writing.
     writer_counts: IdMap<u32>,
+    /// Test hook for changes of several steps (see [`intent::Fault`]).
+    intent_fault: parking_lot::Mutex<Option<intent::Fault>>,
 }
 
 /// What changes when a file's data does: size, mtime and ctime.
@@ -487,7 +491,14 @@ impl Fs {
             open_counts: IdMap::default(),
             unpin_on_close: IdMap::default(),
             writer_counts: IdMap::default(),
+            intent_fault: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Test hook: makes the next changes of several steps fail, stop or
+    /// kill the daemon at a given step (`DFS_FAULT_INTENT`).
+    pub fn set_intent_fault(&self, f: Option<intent::Fault>) {
+        *self.intent_fault.lock() = f;
     }
 
     /// How long directory handles may be reused without checking: pass
@@ -1382,6 +1393,12 @@ impl Fs {
             dst_ino = Some(self.ino_at(&nd, *tb, newname, dw));
         }
         let (dst_parent, _) = split_parent(&dst);
+        let rename = |steps: Vec<Step>| Intent {
+            op: Op::Rename,
+            a: src.clone(),
+            b: dst.clone(),
+            steps,
+        };
         if !is_dir(&sst) {
             // 1. Shadowed copies of a are invisible: drop them first.
             for (i, st) in &src_copies[1..] {
@@ -1408,14 +1425,29 @@ impl Fs {
                     &opened
                 }
             };
-            self.checked(c, || rustix::fs::renameat(sd, os(name), dd, os(newname)))?;
             // 3. Copies of b on slower tiers are now shadowed: drop them.
-            for (i, st) in dst_copies.iter().filter(|(i, _)| *i > ta).rev() {
-                self.remove_copy(*i, &dst, st)?;
-            }
             // 4. Commit: drop b on faster tiers, the fastest last.
-            for (i, st) in dst_copies.iter().filter(|(i, _)| *i < ta).rev() {
-                self.remove_copy(*i, &dst, st)?;
+            let stale = dst_copies
+                .iter()
+                .filter(|(i, _)| *i > ta)
+                .rev()
+                .chain(dst_copies.iter().filter(|(i, _)| *i < ta).rev());
+            if dst_copies.iter().any(|(i, _)| *i < ta) {
+                // b shows its old copy until step 4: several visible steps,
+                // made all-or-nothing (see `intent`).
+                let mut steps = vec![Step::Move {
+                    tier: ta,
+                    from: Side::A,
+                    id: self.id_of(ta, &src, &sst),
+                }];
+                steps.extend(stale.map(|(i, st)| Step::remove(*i, Side::B, st)));
+                self.run_steps(c, &rename(steps), true)?;
+            } else {
+                // One visible step: the rename, through the cached handles.
+                self.checked(c, || rustix::fs::renameat(sd, os(name), dd, os(newname)))?;
+                for (i, st) in stale {
+                    self.remove_copy(*i, &dst, st)?;
+                }
             }
         } else {
             let dir_tiers: Vec<usize> = src_copies
@@ -1427,19 +1459,24 @@ impl Fs {
             for (i, st) in src_copies.iter().filter(|(_, s)| !is_dir(s)) {
                 self.remove_copy(*i, &src, st)?;
             }
-            // Copies of b where a has no directory: empty dirs or junk.
-            for (i, st) in dst_copies.iter().rev() {
-                if !dir_tiers.contains(i) || !is_dir(st) {
-                    self.remove_copy(*i, &dst, st)?;
-                }
+            // Copies of b where a has no directory (empty dirs or junk)
+            // go, then a is renamed on every tier that has it.
+            let mut steps: Vec<Step> = dst_copies
+                .iter()
+                .rev()
+                .filter(|(i, st)| !dir_tiers.contains(i) || !is_dir(st))
+                .map(|(i, st)| Step::remove(*i, Side::B, st))
+                .collect();
+            for (i, st) in src_copies.iter().rev().filter(|(_, s)| is_dir(s)) {
+                self.clone_parents(*i, dst_parent)?;
+                steps.push(Step::Move {
+                    tier: *i,
+                    from: Side::A,
+                    id: self.id_of(*i, &src, st),
+                });
             }
-            for &i in dir_tiers.iter().rev() {
-                self.clone_parents(i, dst_parent)?;
-                let t = self.tier(i)?;
-                let (sd, sn) = t.parent(&src)?;
-                let (dd, dn) = t.parent(&dst)?;
-                self.checked(c, || rustix::fs::renameat(&sd, os(sn), &dd, os(dn)))?;
-            }
+            let recorded = steps.len() > 1;
+            self.run_steps(c, &rename(steps), recorded)?;
         }
         if let Some(d) = dst_ino {
             if let Some((_, dw)) = dst_copies.first()
@@ -1457,7 +1494,8 @@ impl Fs {
     /// anything shadowed under a file) are dropped first; then the two names
     /// are swapped on every tier that holds either: atomically where a tier
     /// holds both, by a rename where it holds one. A directory merged from
-    /// several tiers swaps as a whole. Never EXDEV.
+    /// several tiers swaps as a whole. Never EXDEV; across tiers, all or
+    /// nothing (see `intent`).
     fn exchange(
         &self,
         c: Caller,
@@ -1466,40 +1504,58 @@ impl Fs {
         b: &[u8],
         b_copies: &[(usize, Stat)],
     ) -> Result<()> {
-        let mut a_tiers: Vec<usize> = Vec::new();
-        let mut b_tiers: Vec<usize> = Vec::new();
-        for (p, copies, keep) in [(a, a_copies, &mut a_tiers), (b, b_copies, &mut b_tiers)] {
+        let mut kept: [Vec<(usize, Stat)>; 2] = [Vec::new(), Vec::new()];
+        for (p, copies, keep) in [(a, a_copies, 0), (b, b_copies, 1)] {
             let winner_dir = is_dir(&copies[0].1);
-            keep.push(copies[0].0);
+            kept[keep].push(copies[0]);
             for (i, st) in &copies[1..] {
                 if winner_dir && is_dir(st) {
-                    keep.push(*i);
+                    kept[keep].push((*i, *st));
                 } else {
                     self.remove_copy(*i, p, st)?;
                 }
             }
         }
+        let on = |side: usize, t: usize| {
+            let p = if side == 0 { a } else { b };
+            kept[side]
+                .iter()
+                .find(|(i, _)| *i == t)
+                .map(|(i, st)| self.id_of(*i, p, st))
+        };
+        let mut steps = Vec::new();
         for t in self.tiers.iter() {
-            let (ha, hb) = (a_tiers.contains(&t.index), b_tiers.contains(&t.index));
-            if !ha && !hb {
-                continue;
-            }
-            let (from, to) = if ha { (a, b) } else { (b, a) };
-            if !(ha && hb) {
-                self.clone_parents(t.index, split_parent(to).0)?;
-            }
-            let (fd, fname) = t.parent(from)?;
-            let (td, tname) = t.parent(to)?;
-            let flags = if ha && hb {
-                rustix::fs::RenameFlags::EXCHANGE
-            } else {
-                rustix::fs::RenameFlags::NOREPLACE
+            let tier = t.index;
+            let step = match (on(0, tier), on(1, tier)) {
+                (None, None) => continue,
+                (Some(a), Some(b)) => Step::Swap { tier, a, b },
+                (Some(id), None) => {
+                    self.clone_parents(tier, split_parent(b).0)?;
+                    Step::Move {
+                        tier,
+                        from: Side::A,
+                        id,
+                    }
+                }
+                (None, Some(id)) => {
+                    self.clone_parents(tier, split_parent(a).0)?;
+                    Step::Move {
+                        tier,
+                        from: Side::B,
+                        id,
+                    }
+                }
             };
-            self.checked(c, || {
-                rustix::fs::renameat_with(&fd, os(fname), &td, os(tname), flags)
-            })?;
+            steps.push(step);
         }
-        Ok(())
+        let recorded = steps.len() > 1;
+        let it = Intent {
+            op: Op::Exchange,
+            a: a.to_vec(),
+            b: b.to_vec(),
+            steps,
+        };
+        self.run_steps(c, &it, recorded)
     }
 
     // ---- files -------------------------------------------------------------

@@ -92,7 +92,7 @@ fn same_version(a: &Stat, b: &Stat) -> bool {
 impl Fs {
     /// `<tier i>/.dfs/<sub>`, created on demand and kept open: a handle
     /// on a directory someone removed (no links left) is replaced.
-    fn state_dir(&self, i: usize, sub: &'static str) -> Result<Arc<OwnedFd>> {
+    pub(super) fn state_dir(&self, i: usize, sub: &'static str) -> Result<Arc<OwnedFd>> {
         let mut cache = self.state_dirs.lock();
         if let Some(pos) = cache.iter().position(|(k, _)| *k == (i, sub)) {
             let fd = cache[pos].1.clone();
@@ -576,7 +576,7 @@ impl Cleanup {
 }
 
 /// Opens `<tier>/.dfs/<sub>` and lists its names (`None` if it is absent).
-fn list_state_dir(t: &crate::tiers::Tier, sub: &str) -> Option<(OwnedFd, Vec<Vec<u8>>)> {
+pub(super) fn list_state_dir(t: &crate::tiers::Tier, sub: &str) -> Option<(OwnedFd, Vec<Vec<u8>>)> {
     let rel = format!("{STATE_DIR}/{sub}");
     let dir = t
         .open(rel.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY)
@@ -620,7 +620,7 @@ impl PreparedMove {
 /// directory (the first commits the journal; the rest of the batch usually
 /// rides along). Not syncfs: that would also wait for every dirty page on
 /// the filesystem, including copies still being made.
-fn sync_dirs<'a>(dirs: impl Iterator<Item = &'a OwnedFd>) -> Result<()> {
+pub(super) fn sync_dirs<'a>(dirs: impl Iterator<Item = &'a OwnedFd>) -> Result<()> {
     let mut seen: Vec<(u64, u64)> = Vec::new();
     let mut result = Ok(());
     for d in dirs {

@@ -8,6 +8,7 @@
 //! Layout: [`config`] (dfs.toml), [`tiers`] (the tier roots and safe path
 //! resolution), [`policy`] (placement), [`fs`] (the union core, plain Rust),
 //! [`fuse`] (the thin FUSE adapter), [`cli`] (the `dfs` command).
+//! [`xattr`] reaches tier files' extended attributes without `/proc` walks.
 
 pub mod access;
 pub mod cli;
@@ -25,3 +26,4 @@ pub mod policy;
 pub mod tiers;
 pub mod units;
 pub mod watch;
+pub mod xattr;

@@ -34,6 +34,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
 use crate::creds::{Caller, as_caller, in_group, keeps_setid};
 use crate::policy::{CreateRequest, NodeKind, Policy, Space, TierView};
 use crate::tiers::{STATE_DIR, Tier, TierSet, split_parent};
+use crate::xattr;
 use dir::DirHandle;
 use intent::{Intent, Op, Side, Step};
 use nodes::{IdMap, Nodes, ROOT};
@@ -280,25 +281,32 @@ fn is_internal_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.dfs.")
 }
 
+/// The xattr target `name` in directory `dir`.
+fn at<'a>(dir: &'a OwnedFd, name: &'a [u8]) -> xattr::Target<'a> {
+    xattr::Target {
+        dir: dir.as_fd(),
+        name: Some(name),
+    }
+}
+
+/// The object behind handle `fd` itself as an xattr target.
+fn itself(fd: &OwnedFd) -> xattr::Target<'_> {
+    xattr::Target {
+        dir: fd.as_fd(),
+        name: None,
+    }
+}
+
 fn read_ino_xattr(dir: &OwnedFd, name: &[u8]) -> Option<u64> {
-    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-    p.extend_from_slice(name);
     let mut buf = [0u8; 8];
-    match rustix::fs::lgetxattr(os(&p), INO_XATTR, &mut buf[..]) {
+    match xattr::get(at(dir, name), INO_XATTR.as_bytes(), &mut buf) {
         Ok(8) => Some(u64::from_le_bytes(buf)),
         _ => None,
     }
 }
 
 fn write_ino_xattr(dir: &OwnedFd, name: &[u8], ino: u64) {
-    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-    p.extend_from_slice(name);
-    if let Err(e) = rustix::fs::lsetxattr(
-        os(&p),
-        INO_XATTR,
-        &ino.to_le_bytes(),
-        rustix::fs::XattrFlags::empty(),
-    ) {
+    if let Err(e) = xattr::set(at(dir, name), INO_XATTR.as_bytes(), &ino.to_le_bytes(), 0) {
         log::debug!("cannot record the node id of {:?}: {e}", os(name));
     }
 }
@@ -2083,13 +2091,11 @@ impl Fs {
         }
         let fds = self.xattr_target(ino)?;
         let (_, fd) = fds.first().ok_or(Errno(libc::ENOENT))?;
-        let p = proc_path(fd);
+        let mut buf = vec![0u8; size as usize];
+        let n = xattr::get(itself(fd), name, &mut buf)?;
         if size == 0 {
-            let n = xattr_len(&p, Some(name))?;
             return Ok(vec![0; n]);
         }
-        let mut buf = vec![0u8; size as usize];
-        let n = rustix::fs::getxattr(p.as_str(), os(name), &mut buf[..])?;
         buf.truncate(n);
         Ok(buf)
     }
@@ -2130,15 +2136,7 @@ impl Fs {
         }
         let fds = self.xattr_target(ino)?;
         for (_, fd) in fds.iter().rev() {
-            let p = proc_path(fd);
-            self.checked(c, || {
-                rustix::fs::setxattr(
-                    p.as_str(),
-                    os(name),
-                    value,
-                    rustix::fs::XattrFlags::from_bits_retain(flags as _),
-                )
-            })?;
+            self.checked(c, || xattr::set(itself(fd), name, value, flags))?;
         }
         Ok(())
     }

@@ -13,21 +13,31 @@
 //! session on the /dev/fuse descriptor, FUSE over io_uring when the kernel
 //! offers it) with the transport, thread count and permission options the
 //! preset mount reported, so that its requests travel the way dfs's do.
+//!
+//! Lines dfs serves by kernel passthrough (rand-read-4k, seq-read-warm)
+//! send it no request, yet the kernel's passthrough path (the FUSE read
+//! entry point handing over to the backing file, with its credentials and
+//! a second round of checks) is not free. When dfs's mount does
+//! passthrough, those workloads mount the probe with one file (`PT_NAME`)
+//! that it serves by passthrough from a native file the bench made
+//! (`PtProbe`), and read it interleaved with their own sides: the probe's
+//! rate is what a daemon that does nothing at all reaches.
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
-    KernelConfig, OpenFlags, ReplyAttr, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry, ReplyOpen,
-    ReplyXattr, Request,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 
 use crate::daemon;
@@ -58,6 +68,16 @@ const FIRST_LISTED: u64 = 1_000;
 /// Names in each listed directory (as in the small-files workload).
 const LISTED_NAMES: u64 = crate::table::LISTED_NAMES as u64;
 
+/// The name, in the probe's root, of the file it serves by kernel
+/// passthrough (when it was given one and INIT granted passthrough).
+pub const PT_NAME: &str = "pt";
+
+/// The passthrough file's node id: between the `d*` directories and the
+/// first listed one, so no other name ever gets it.
+const PT_INO: u64 = 500;
+
+const _: () = assert!(DIRS + 1 < PT_INO && PT_INO < FIRST_LISTED);
+
 /// How the probe mounts: as the preset mount reported it mounted, so that
 /// both use the same transport and options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,14 +88,19 @@ pub struct Settings {
     pub threads: usize,
     pub allow_other: bool,
     pub default_permissions: bool,
+    /// Ask for kernel passthrough at INIT, as dfs did (its `I/O mode:
+    /// kernel passthrough` line); only then can the probe serve a file by
+    /// passthrough.
+    pub passthrough: bool,
     /// dfs's own `transport: ...` line, if it logged one.
     pub dfs_transport: Option<String>,
 }
 
 impl Settings {
-    /// Reads dfs's startup lines (`transport: io_uring, ...` and `mounted
-    /// ... (policy P, N threads, allow_other, default_permissions)`);
-    /// what is missing takes the preset's defaults.
+    /// Reads dfs's startup lines (`I/O mode: ...`, `transport: io_uring,
+    /// ...` and `mounted ... (policy P, N threads, allow_other,
+    /// default_permissions)`); what is missing takes the preset's
+    /// defaults, but passthrough only when dfs said it has it.
     pub fn from_dfs_log(lines: &[String]) -> Settings {
         let mut s = Settings {
             uring: true,
@@ -84,9 +109,15 @@ impl Settings {
                 .clamp(2, 16),
             allow_other: true,
             default_permissions: true,
+            passthrough: false,
             dfs_transport: None,
         };
         for l in lines {
+            if let Some(i) = l.find("I/O mode: ") {
+                s.passthrough = l[i + "I/O mode: ".len()..]
+                    .trim_start()
+                    .starts_with("kernel passthrough");
+            }
             if let Some(i) = l.find("transport: ") {
                 let t = l[i + "transport: ".len()..].trim();
                 s.uring = t.starts_with("io_uring");
@@ -118,6 +149,8 @@ struct State {
     next_listed: AtomicU64,
     /// Whether INIT agreed on FUSE over io_uring.
     uring: AtomicBool,
+    /// Whether INIT agreed on kernel passthrough.
+    passthrough: AtomicBool,
     /// Why not, when it did not.
     no_uring: Mutex<String>,
     /// Requests served on the ring threads and on the /dev/fuse threads.
@@ -125,7 +158,8 @@ struct State {
     on_dev: AtomicU64,
     lookups: AtomicU64,
     getxattrs: AtomicU64,
-    /// Everything else counted (GETATTR).
+    /// Everything else counted (GETATTR, READDIR(PLUS), OPEN, READ,
+    /// RELEASE).
     other: AtomicU64,
 }
 
@@ -146,6 +180,11 @@ impl State {
         }
     }
 
+    /// Every request counted so far.
+    fn total(&self) -> u64 {
+        self.on_ring.load(Relaxed) + self.on_dev.load(Relaxed)
+    }
+
     /// (LOOKUP, GETXATTR, other, on ring threads, on /dev/fuse threads).
     fn counts(&self) -> [u64; 5] {
         [
@@ -161,10 +200,63 @@ impl State {
 /// The zero-work filesystem: root (1) holds directories d0..d99 (2..=101);
 /// in them every `f*` name is a fresh regular file with a new node id and
 /// every other name (the bench uses `n*`) is a negative entry; GETATTR
-/// answers fixed attributes, GETXATTR ENODATA, FORGET nothing.
+/// answers fixed attributes, GETXATTR ENODATA, FORGET nothing. With a
+/// passthrough file, the root also holds `PT_NAME`, whose opens the kernel
+/// serves from the backing file.
 struct Zero {
     want_uring: bool,
+    want_passthrough: bool,
+    pt: Option<PtFile>,
     state: Arc<State>,
+}
+
+/// The one file the probe serves by kernel passthrough, and its backing
+/// file (a native file the bench made).
+struct PtFile {
+    path: PathBuf,
+    /// The backing file, kept open for fstat: LOOKUP and GETATTR report
+    /// its real size, so that the kernel reads all of it.
+    file: File,
+    next_fh: AtomicU64,
+    /// The kernel's registration of the backing file and the handles open
+    /// on it: the kernel wants one per inode while any handle is open, as
+    /// dfs keeps it (fuse.rs `backing_for`, `release_backing`).
+    backing: Mutex<Option<(BackingId, u64)>>,
+}
+
+impl PtFile {
+    fn attr(&self) -> io::Result<FileAttr> {
+        Ok(file_attr(PT_INO, &self.file.metadata()?))
+    }
+}
+
+/// A regular file's attributes as the backing file's metadata has them.
+fn file_attr(ino: u64, m: &fs::Metadata) -> FileAttr {
+    let at = |secs: i64, nsecs: i64| {
+        let (s, ns) = (u64::try_from(secs), u32::try_from(nsecs));
+        match (s, ns) {
+            (Ok(s), Ok(ns)) => SystemTime::UNIX_EPOCH + Duration::new(s, ns),
+            _ => SystemTime::UNIX_EPOCH,
+        }
+    };
+    let mtime = at(m.mtime(), m.mtime_nsec());
+    FileAttr {
+        ino: INodeNo(ino),
+        size: m.size(),
+        blocks: m.blocks(),
+        atime: at(m.atime(), m.atime_nsec()),
+        mtime,
+        ctime: at(m.ctime(), m.ctime_nsec()),
+        crtime: mtime,
+        kind: FileType::RegularFile,
+        perm: (m.mode() & 0o7777) as u16,
+        nlink: 1,
+        uid: m.uid(),
+        gid: m.gid(),
+        rdev: 0,
+        blksize: u32::try_from(m.blksize()).unwrap_or(4096),
+        flags: 0,
+    }
 }
 
 /// The names of a listed directory after readdir offset `offset` (1 and 2
@@ -210,8 +302,8 @@ fn io_uring_allowed() -> bool {
 
 impl Filesystem for Zero {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // The capabilities dfs asks for (fuse.rs `init`), passthrough aside:
-        // the probe serves no data.
+        // The capabilities dfs asks for (fuse.rs `init`); passthrough as
+        // dfs got it, the same way.
         let caps = config.capabilities();
         let _ = config.add_capabilities(
             (InitFlags::FUSE_DO_READDIRPLUS
@@ -221,6 +313,11 @@ impl Filesystem for Zero {
                 | InitFlags::FUSE_EXPORT_SUPPORT)
                 & caps,
         );
+        let passthrough = self.want_passthrough
+            && caps.contains(InitFlags::FUSE_PASSTHROUGH)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        self.state.passthrough.store(passthrough, Relaxed);
         let why = if !self.want_uring {
             Some("as dfs's mount")
         } else if !io_uring_allowed() {
@@ -251,6 +348,15 @@ impl Filesystem for Zero {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.state.served(&self.state.lookups);
         let n = name.as_bytes();
+        if parent.0 == 1
+            && n == PT_NAME.as_bytes()
+            && let Some(pt) = self.pt()
+        {
+            return match pt.attr() {
+                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+                Err(e) => reply.error(e.into()),
+            };
+        }
         if parent.0 == 1 {
             let dir = n
                 .strip_prefix(b"d")
@@ -332,7 +438,94 @@ impl Filesystem for Zero {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.state.served(&self.state.other);
+        if ino.0 == PT_INO
+            && let Some(pt) = &self.pt
+        {
+            return match pt.attr() {
+                Ok(a) => reply.attr(&TTL, &a),
+                Err(e) => reply.error(e.into()),
+            };
+        }
         reply.attr(&TTL, &attr(ino.0));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.state.served(&self.state.other);
+        if ino.0 != PT_INO {
+            // The other files are only ever stat'ed.
+            return reply.opened(FileHandle(0), FopenFlags::empty());
+        }
+        let Some(pt) = self.pt() else {
+            return reply.error(Errno::EIO);
+        };
+        // Reads are all the bench does; the probe never writes its backing
+        // file.
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let mut backing = pt.backing.lock().unwrap_or_else(|e| e.into_inner());
+        let (id, opens) = match backing.take() {
+            Some(b) => b,
+            // As dfs: the first open registers a file of its own, which
+            // serves every handle of the node while one is open (the
+            // kernel opens a backing file per client open from it).
+            None => match File::open(&pt.path).and_then(|f| reply.open_backing(&f)) {
+                Ok(id) => (id, 0),
+                Err(e) => {
+                    eprintln!(
+                        "dfs-bench: floor probe: passthrough of {}: {e}",
+                        pt.path.display()
+                    );
+                    return reply.error(e.into());
+                }
+            },
+        };
+        let fh = pt.next_fh.fetch_add(1, Relaxed);
+        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+        *backing = Some((id, opens + 1));
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        // Passthrough reads never get here; the probe serves no data, so a
+        // read that does fails loudly instead of timing the daemon.
+        self.state.served(&self.state.other);
+        reply.error(Errno::EIO);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.state.served(&self.state.other);
+        if ino.0 == PT_INO
+            && let Some(pt) = &self.pt
+        {
+            let mut backing = pt.backing.lock().unwrap_or_else(|e| e.into_inner());
+            // The last handle gone: dropping the id closes the
+            // registration.
+            if let Some((id, opens)) = backing.take()
+                && opens > 1
+            {
+                *backing = Some((id, opens - 1));
+            }
+        }
+        reply.ok();
     }
 
     fn getxattr(
@@ -345,6 +538,16 @@ impl Filesystem for Zero {
     ) {
         self.state.served(&self.state.getxattrs);
         reply.error(Errno::ENODATA);
+    }
+}
+
+impl Zero {
+    /// The passthrough file, if the probe has one and INIT granted
+    /// passthrough (otherwise its name is a negative entry).
+    fn pt(&self) -> Option<&PtFile> {
+        self.pt
+            .as_ref()
+            .filter(|_| self.state.passthrough.load(Relaxed))
     }
 }
 
@@ -365,8 +568,20 @@ pub struct Probe {
 
 impl Probe {
     /// Mounts the zero-work filesystem on `mnt` (an empty directory) as
-    /// `s` says and starts serving it on background threads.
-    pub fn mount(mnt: &Path, s: &Settings) -> io::Result<Probe> {
+    /// `s` says and starts serving it on background threads; with
+    /// `backing` (a native regular file) and `s.passthrough`, it serves
+    /// that file as `PT_NAME` by kernel passthrough.
+    pub fn mount(mnt: &Path, s: &Settings, backing: Option<&Path>) -> io::Result<Probe> {
+        let pt = match backing {
+            Some(p) => Some(PtFile {
+                path: p.to_path_buf(),
+                file: File::open(p)
+                    .map_err(|e| io::Error::other(format!("{}: {e}", p.display())))?,
+                next_fh: AtomicU64::new(1),
+                backing: Mutex::new(None),
+            }),
+            None => None,
+        };
         let dev = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -424,6 +639,8 @@ impl Probe {
         cfg.clone_fd = true;
         let fs = Zero {
             want_uring: s.uring,
+            want_passthrough: s.passthrough,
+            pt,
             state,
         };
         let session = fuser::Session::from_fd(fs, dev.into(), cfg.acl, cfg)?;
@@ -450,6 +667,26 @@ impl Probe {
                 ring + dev
             )
         }
+    }
+
+    /// The passthrough file on the mount, when the probe was given one and
+    /// INIT granted passthrough. Stats it, which waits for INIT.
+    pub fn passthrough_file(&self) -> io::Result<Option<PathBuf>> {
+        let f = self.mnt.join(PT_NAME);
+        match fs::metadata(&f) {
+            Ok(_) if self.state.passthrough.load(Relaxed) => Ok(Some(f)),
+            Ok(_) => Err(io::Error::other(format!(
+                "{}: served without passthrough",
+                f.display()
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io::Error::other(format!("{}: {e}", f.display()))),
+        }
+    }
+
+    /// Every request the probe has served so far.
+    pub fn requests(&self) -> u64 {
+        self.state.total()
     }
 
     /// Unmounts (plainly, lazily if busy), waits up to 10 s for the
@@ -504,14 +741,7 @@ impl Drop for Probe {
 /// name) and a positive one (stat of a file never seen), unmounts, and
 /// leaves the medians in `t.kernel` for the floor column.
 pub fn run(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
-    let notable = ctx
-        .daemon
-        .log
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .notable
-        .clone();
-    let s = Settings::from_dfs_log(&notable);
+    let s = settings(ctx);
     let mnt = ctx.scratch.join(MOUNT_DIR);
     fs::create_dir_all(&mnt)?;
     eprintln!(
@@ -528,7 +758,7 @@ pub fn run(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
             None => "; dfs reported no transport",
         }
     );
-    let mut probe = Probe::mount(&mnt, &s)?;
+    let mut probe = Probe::mount(&mnt, &s, None)?;
     let measured = measure(ctx, &probe, &mnt);
     let unmounted = probe.unmount();
     if let Err(e) = fs::remove_dir(&mnt) {
@@ -544,6 +774,130 @@ pub fn run(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     }
     t.kernel = Some(costs);
     Ok(())
+}
+
+/// How the probe mounts for this context: as dfs's mount reported.
+fn settings(ctx: &Ctx) -> Settings {
+    let log = ctx.daemon.log.lock().unwrap_or_else(|e| e.into_inner());
+    Settings::from_dfs_log(&log.notable)
+}
+
+/// The probe mounted for a workload dfs serves by kernel passthrough, with
+/// its passthrough file backed by a native file the workload made.
+/// Dropping it (also on error paths) unmounts the probe and removes its
+/// mount point and the backing file; the workload's handles on the file
+/// must be closed first, or the unmount has to be lazy.
+pub struct PtProbe {
+    probe: Probe,
+    mnt: PathBuf,
+    backing: PathBuf,
+    /// `PT_NAME` on the mount: what the workload reads.
+    pub file: PathBuf,
+    closed: bool,
+}
+
+impl PtProbe {
+    /// When the floor is wanted (`ctx.floor`; never in the counting pass)
+    /// and dfs's mount does kernel passthrough: makes `backing` with `make`
+    /// (a native file with the content of the workload's own, on the same
+    /// disk), mounts the probe under the scratch directory serving it, and
+    /// reads it through the probe once, so that its pages are as warm as
+    /// the workload's own files are. None, and a note why, otherwise.
+    pub fn start(
+        ctx: &Ctx,
+        backing: &Path,
+        make: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<Option<PtProbe>> {
+        if !ctx.floor || ctx.dfs_only {
+            return Ok(None);
+        }
+        let s = settings(ctx);
+        if !s.passthrough {
+            eprintln!(
+                "  (no passthrough floor: dfs's I/O mode is not kernel passthrough, so the floor probe is not mounted)"
+            );
+            return Ok(None);
+        }
+        if let Err(e) = make(backing) {
+            let _ = fs::remove_file(backing);
+            return Err(e);
+        }
+        let mnt = ctx.scratch.join(MOUNT_DIR);
+        let mounted = fs::create_dir_all(&mnt).and_then(|()| Probe::mount(&mnt, &s, Some(backing)));
+        let probe = match mounted {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = fs::remove_dir(&mnt);
+                let _ = fs::remove_file(backing);
+                return Err(e);
+            }
+        };
+        let mut pt = PtProbe {
+            probe,
+            file: mnt.join(PT_NAME),
+            mnt,
+            backing: backing.to_path_buf(),
+            closed: false,
+        };
+        if pt.probe.passthrough_file()?.is_none() {
+            eprintln!(
+                "  (no passthrough floor: the kernel refused the floor probe passthrough at INIT)"
+            );
+            pt.close()?;
+            return Ok(None);
+        }
+        let want = fs::metadata(backing)?.len();
+        let mut buf = vec![0u8; 1 << 20];
+        let n = crate::workloads::read_whole(&pt.file, &mut buf)?;
+        if n != want {
+            return Err(io::Error::other(format!(
+                "{}: read {n} bytes through the floor probe, the backing file has {want}",
+                pt.file.display()
+            )));
+        }
+        eprintln!(
+            "  zero-work FUSE probe on {} serving {} by kernel passthrough ({} threads, {})",
+            pt.mnt.display(),
+            backing.display(),
+            s.threads,
+            if s.uring {
+                "io_uring if offered"
+            } else {
+                "/dev/fuse"
+            },
+        );
+        Ok(Some(pt))
+    }
+
+    /// Every request the probe has served so far.
+    pub fn requests(&self) -> u64 {
+        self.probe.requests()
+    }
+
+    /// Unmounts the probe, then removes its mount point and the backing
+    /// file. Idempotent.
+    pub fn close(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        let unmounted = self.probe.unmount();
+        if unmounted.is_ok()
+            && let Err(e) = fs::remove_dir(&self.mnt)
+        {
+            eprintln!("dfs-bench: cannot remove {}: {e}", self.mnt.display());
+        }
+        unmounted?;
+        fs::remove_file(&self.backing)
+    }
+}
+
+impl Drop for PtProbe {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            eprintln!("dfs-bench: floor probe: {e}");
+        }
+    }
 }
 
 /// The timed loops; returns the samples and the requests they sent over
@@ -676,6 +1030,40 @@ mod tests {
         ]));
         assert!(!s.uring && !s.allow_other && !s.default_permissions);
         assert_eq!(s.threads, 4);
+    }
+
+    #[test]
+    fn passthrough_as_dfs_reported_it() {
+        let s = Settings::from_dfs_log(&lines(&[
+            "[x INFO  dfs::fuse] I/O mode: kernel passthrough (reads, writes and mmap bypass the daemon)",
+        ]));
+        assert!(s.passthrough);
+        let s = Settings::from_dfs_log(&lines(&[
+            "[x INFO  dfs::fuse] I/O mode: through the daemon (passthrough disabled by -o nopassthrough)",
+        ]));
+        assert!(!s.passthrough);
+        assert!(!Settings::from_dfs_log(&[]).passthrough);
+    }
+
+    #[test]
+    fn the_passthrough_file_has_its_backing_file_attributes() {
+        let p = std::env::temp_dir().join(format!("dfs-bench-pt-test.{}", std::process::id()));
+        let made = fs::write(&p, vec![7u8; 12_345]);
+        let m = fs::metadata(&p);
+        let _ = fs::remove_file(&p);
+        made.unwrap();
+        let m = m.unwrap();
+        let a = file_attr(PT_INO, &m);
+        assert_eq!(a.ino, INodeNo(PT_INO));
+        assert_eq!(
+            (a.kind, a.size, a.blocks),
+            (FileType::RegularFile, 12_345, m.blocks())
+        );
+        assert_eq!(u32::from(a.perm), m.mode() & 0o7777);
+        assert_eq!((a.uid, a.gid, a.nlink), (m.uid(), m.gid(), 1));
+        assert!(a.mtime > SystemTime::UNIX_EPOCH);
+        // Not a node id the zero-work names hand out.
+        assert_eq!(attr(PT_INO).kind, FileType::RegularFile);
     }
 
     #[test]

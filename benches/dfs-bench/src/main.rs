@@ -59,8 +59,12 @@ struct Args {
     /// Run only these workloads (comma-separated): rt (the round-trip
     /// floor), floor (the kernel's own cost of a round trip, of a LOOKUP
     /// and of a listing, on a zero-work FUSE daemon; added whenever small,
-    /// neg or tier2 is, unless --no-floor), seq, rand, small, tree, neg, tier2, mem (issue 4,
-    /// on the preset mount), mover (issue 5, on mounts of its own).
+    /// neg or tier2 is, unless --no-floor), seq, rand (each also reads a
+    /// file the zero-work daemon serves by kernel passthrough, interleaved
+    /// with its sides, for the floor of seq-read-warm and rand-read-4k,
+    /// when dfs's mount does passthrough), small, tree, neg, tier2, mem
+    /// (issue 4, on the preset mount), mover (issue 5, on mounts of its
+    /// own).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     only: Vec<String>,
     /// Exit with status 2 when a line is under its target.
@@ -82,7 +86,8 @@ struct Args {
     /// whose FUSE request counts give every line its floor (the ratio a
     /// zero-cost daemon would reach). With --count-requests the floor comes
     /// from that run's own counts, and there is no separate pass. Also
-    /// keeps neg and tier2 from adding the floor group.
+    /// keeps neg and tier2 from adding the floor group, and seq and rand
+    /// from measuring kernel passthrough on the zero-work daemon.
     #[arg(long)]
     no_floor: bool,
     /// Write the daemon's whole stderr here (e.g. with RUST_LOG=debug to
@@ -96,8 +101,10 @@ struct Args {
     /// rand-read-4k file size, MiB [256; quick 32].
     #[arg(long, value_name = "MIB")]
     rand_mib: Option<u64>,
-    /// rand-read-4k: number of 4 KiB preads [500000; quick 50000] (about
-    /// half a second per run: shorter runs swing by 10% from run to run).
+    /// rand-read-4k: number of 4 KiB preads per side and repetition
+    /// [500000; quick 50000], in 10 slices run on the sides in turn (about
+    /// half a second per side and repetition: shorter runs swing by 10%
+    /// from run to run).
     #[arg(long, value_name = "N")]
     rand_reads: Option<u64>,
     /// Small files: number of files [10000; quick 1000].
@@ -518,6 +525,7 @@ fn preset(
             daemon: &daemon,
             count_requests: args.count_requests,
             dfs_only: false,
+            floor: !args.no_floor,
         };
         for (name, f) in groups() {
             if !want(name) {
@@ -640,6 +648,7 @@ fn count_pass(
             daemon: &daemon,
             count_requests: true,
             dfs_only: true,
+            floor: false,
         };
         for (name, f) in groups() {
             if NOT_COUNTED.contains(&name) || !want(name) {
@@ -718,8 +727,14 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
                 .map(|r| r.name.as_str())
                 .filter(|n| p.t.lookup_cost(n).is_some())
                 .collect();
+        let passthrough: Vec<&str> =
+            p.t.rows
+                .iter()
+                .filter(|r| p.t.passthrough_floor(r).is_some())
+                .map(|r| r.name.as_str())
+                .collect();
         println!(
-            "floor: best ratio with a zero-cost daemon: native time per op / (native time + N x C), N = FUSE requests the client waits for per op ({}), C = one empty round trip{}",
+            "floor: best ratio with a zero-cost daemon: native time per op / (native time + N x C), N = FUSE requests the client waits for per op ({}), C = one empty round trip{}{}",
             if args.count_requests {
                 "counted in this run (debug logging on, so the round trip is slowed too)"
             } else if !p.t.requests.is_empty() {
@@ -734,6 +749,14 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
                     "; for {}: native time per op / (N x L), L = one stat through a zero-work FUSE daemon that answers that line's kind of LOOKUP (kernel floor below)",
                     lookups.join(" and ")
                 )
+            },
+            if passthrough.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; for {} (served by kernel passthrough, no request): the zero-work FUSE daemon's rate on a file it serves by passthrough / native rate, interleaved in the same repetitions (kernel floor below)",
+                    passthrough.join(" and ")
+                )
             }
         );
         if let Some(rt) = p.t.roundtrip_secs() {
@@ -745,10 +768,14 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
         }
         // A ratio above its floor means that line's requests cost dfs less
         // than the floor prices them at: that cost is then overstated (or
-        // the run was noisy), and the floors are too low to trust.
+        // the run was noisy), and the floors are too low to trust. Not for
+        // a passthrough floor: there dfs and the probe do the same kernel
+        // work, so dfs beats it half the time by noise alone (the kernel
+        // floor section compares them).
         let beaten: Vec<&str> =
             p.t.rows
                 .iter()
+                .filter(|r| p.t.passthrough_floor(r).is_none())
                 .filter(|r| matches!((r.ratio(), p.t.floor(r)), (Some(x), Some(f)) if x > f))
                 .map(|r| r.name.as_str())
                 .collect();
@@ -763,6 +790,7 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
     if let Some(k) = &p.t.kernel {
         print_kernel_floor(k, p.t.roundtrip_secs(), p.t.list_floor());
     }
+    print_passthrough_floor(&p.t);
     println!();
     println!(
         "daemon CPU time per phase (median; ~10 ms resolution; on the native side this is dfs watching the shared filesystem):"
@@ -860,6 +888,45 @@ fn print_kernel_floor(k: &table::KernelCosts, dfs_rt: Option<f64>, list: Option<
             table::fmt_num(f.native * 1e6),
             f.zero_work(),
             f.reading_the_tier()
+        );
+    }
+}
+
+/// The passthrough lines of the kernel floor section: for each line the
+/// probe measured (see `table::PassthroughFloor`), its time per operation
+/// against native's and dfs's, medians of the same interleaved
+/// repetitions.
+fn print_passthrough_floor(t: &Table) {
+    let lines: Vec<(&table::PassthroughFloor, &table::Row, f64)> = t
+        .passthrough
+        .iter()
+        .filter_map(|p| {
+            let row = t.rows.iter().find(|r| r.name == p.line)?;
+            Some((p, row, t.passthrough_floor(row)?))
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    if t.kernel.is_none() {
+        println!("kernel floor: a zero-work FUSE daemon in the bench process:");
+    }
+    // Microseconds per operation of a rate median.
+    let us = |v: &[f64]| {
+        table::median(v)
+            .filter(|&x| x > 0.0)
+            .map_or("-".into(), |x| table::fmt_num(1e6 / x))
+    };
+    for (p, row, floor) in lines {
+        println!(
+            "  passthrough read  {:>7} us  per {} (probe) vs native {} us, dfs {} us: {}'s floor {floor:.3} (a file the probe serves by kernel passthrough, read in the same {} repetitions, interleaved slice by slice with native and dfs; {} requests reached the probe while timed)",
+            us(&p.probe),
+            p.op,
+            us(&row.native),
+            us(&row.dfs),
+            p.line,
+            p.probe.len(),
+            p.requests
         );
     }
 }

@@ -161,6 +161,34 @@ impl KernelCosts {
     }
 }
 
+/// A line served by kernel passthrough whose floor the floor probe measured
+/// in the same repetitions: the same operations, interleaved slice by slice
+/// with the line's native and dfs sides, on a file the zero-work probe
+/// serves by passthrough, so that no request reaches a daemon and what is
+/// left is the kernel's own passthrough path (floor.rs).
+#[derive(Debug, Clone)]
+pub struct PassthroughFloor {
+    /// The table line.
+    pub line: String,
+    /// What one operation of the line is, for the report.
+    pub op: &'static str,
+    /// The probe's rate in each repetition, in the line's unit.
+    pub probe: Vec<f64>,
+    /// Requests the probe received during its timed slices, all
+    /// repetitions: ~0 when passthrough served them.
+    pub requests: u64,
+}
+
+/// The best ratio of a line whose every operation is served by kernel
+/// passthrough, from the probe's rates and the native ones of the same
+/// repetitions: the probe's median against the native median, at most 1.
+/// None unless both are positive, finite medians.
+pub fn passthrough_floor(probe: &[f64], native: &[f64]) -> Option<f64> {
+    let ok = |x: &f64| x.is_finite() && *x > 0.0;
+    let (p, n) = (median(probe).filter(ok)?, median(native).filter(ok)?);
+    Some((p / n).min(1.0))
+}
+
 /// The names in each directory the floor probe lists: as many as the
 /// small-files workload puts in each of its directories by default.
 pub const LISTED_NAMES: f64 = 100.0;
@@ -296,6 +324,8 @@ pub struct Table {
     pub daemon_cpu: Vec<(String, Side, f64)>,
     /// The kernel's own request costs from the floor probe, if it ran.
     pub kernel: Option<KernelCosts>,
+    /// The lines whose passthrough floor the probe measured.
+    pub passthrough: Vec<PassthroughFloor>,
 }
 
 impl Table {
@@ -340,6 +370,55 @@ impl Table {
             Side::Native => row.native.push(value),
             Side::Dfs => row.dfs.push(value),
         }
+    }
+
+    /// Records one repetition of the floor probe on the passthrough line
+    /// `name` (`ops` operations in `secs` seconds, `requests` received; a
+    /// rate in `unit`, as the line's) and prints it as progress on stderr.
+    pub fn probe_rate(
+        &mut self,
+        name: &str,
+        unit: &str,
+        op: &'static str,
+        ops: f64,
+        secs: f64,
+        requests: u64,
+    ) {
+        let value = ops / secs.max(1e-9);
+        eprintln!(
+            "  {name:<26} {:<8} {} {unit} ({requests} requests)",
+            "probe",
+            fmt_num(value)
+        );
+        let i = match self.passthrough.iter().position(|p| p.line == name) {
+            Some(i) => i,
+            None => {
+                self.passthrough.push(PassthroughFloor {
+                    line: name.to_string(),
+                    op,
+                    probe: Vec::new(),
+                    requests: 0,
+                });
+                self.passthrough.len() - 1
+            }
+        };
+        self.passthrough[i].probe.push(value);
+        self.passthrough[i].requests += requests;
+    }
+
+    /// The probe's measurement of the line `name`, if it has one.
+    pub fn passthrough_for(&self, name: &str) -> Option<&PassthroughFloor> {
+        self.passthrough.iter().find(|p| p.line == name)
+    }
+
+    /// The floor of a rate line the probe measured by passthrough (see
+    /// `passthrough_floor`); none for other lines.
+    pub fn passthrough_floor(&self, row: &Row) -> Option<f64> {
+        let p = self.passthrough_for(&row.name)?;
+        if row.kind != Kind::Rate {
+            return None;
+        }
+        passthrough_floor(&p.probe, &row.native)
     }
 
     /// Records `ops` operations done in `secs` seconds as a rate.
@@ -388,11 +467,17 @@ impl Table {
     /// cost of one empty round trip each, or for a LOOKUP line (see
     /// `LOOKUP_LINES`) at the kernel's cost of that LOOKUP, with N = 1 if
     /// its requests were not counted (the line is one lookup per
-    /// operation). None for the round-trip line itself, whose ratio is the
-    /// floor's unit, and none where a needed input was not measured.
+    /// operation). A line the probe measured by passthrough takes that
+    /// instead (see `passthrough_floor`): it sends no request, but the
+    /// kernel's passthrough path is not free. None for the round-trip line
+    /// itself, whose ratio is the floor's unit, and none where a needed
+    /// input was not measured.
     pub fn floor(&self, row: &Row) -> Option<f64> {
         if row.name == ROUNDTRIP {
             return None;
+        }
+        if let Some(f) = self.passthrough_floor(row) {
+            return Some(f);
         }
         if row.name == LIST_LINE
             && let Some(f) = self.list_floor()
@@ -767,6 +852,40 @@ mod tests {
         assert!((f.native - 25e-6).abs() < 1e-12 && (f.kernel - 60e-6).abs() < 1e-12);
         assert!(close(t.floor(&t.rows[1]), 25.0 / 60.0));
         assert!((f.reading_the_tier() - 25.0 / 85.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn passthrough_floor_from_probe_and_native() {
+        // Medians: probe 900k, native 1M IOPS.
+        let f = passthrough_floor(&[950e3, 800e3, 900e3], &[1.2e6, 1e6, 0.9e6]).unwrap();
+        assert!((f - 0.9).abs() < 1e-12, "{f}");
+        // A probe faster than native (noise) is capped at native speed.
+        assert_eq!(passthrough_floor(&[2e6], &[1e6]), Some(1.0));
+        assert_eq!(passthrough_floor(&[], &[1e6]), None);
+        assert_eq!(passthrough_floor(&[1e6], &[]), None);
+        assert_eq!(passthrough_floor(&[0.0], &[1e6]), None);
+        assert_eq!(passthrough_floor(&[1e6], &[f64::INFINITY]), None);
+    }
+
+    #[test]
+    fn the_probe_replaces_the_counted_floor_of_a_passthrough_line() {
+        let mut t = Table::default();
+        t.rows.push(row(ROUNDTRIP, Kind::Rate, 1e6, 1e5));
+        t.rows.push(row("rand-read-4k", Kind::Rate, 1e6, 0.88e6));
+        t.requests.push(counted("rand-read-4k", 1000.0, &[]));
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        // Counted: no request, so a floor of 1.
+        assert!(close(t.floor(&t.rows[1]), 1.0));
+        assert_eq!(t.passthrough_floor(&t.rows[1]), None);
+        for v in [0.91e6, 0.85e6, 0.9e6] {
+            t.probe_rate("rand-read-4k", "IOPS", "4 KiB pread", v, 1.0, 0);
+        }
+        assert!(close(t.floor(&t.rows[1]), 0.9));
+        let p = t.passthrough_for("rand-read-4k").unwrap();
+        assert_eq!((p.probe.len(), p.requests, p.op), (3, 0, "4 KiB pread"));
+        // Only that line.
+        assert_eq!(t.floor(&t.rows[0]), None);
+        assert_eq!(t.passthrough_for(ROUNDTRIP).map(|p| p.line.as_str()), None);
     }
 
     #[test]

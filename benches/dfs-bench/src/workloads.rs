@@ -2,15 +2,24 @@
 //! native directory and on the mount, alternating which goes first from one
 //! repetition to the next, and records its samples in the table (or on the
 //! mount alone, for the pass that only counts FUSE requests).
+//!
+//! rand-read-4k and seq-read-warm, which dfs serves by kernel passthrough
+//! and which swing with the host from one second to the next, go further:
+//! each repetition is cut into slices run on every side in turn (see
+//! `Ctx::interleaved`), so that a slow stretch of the host hits every side,
+//! and the floor probe's passthrough file is a third side (its rate is the
+//! line's floor; see `floor::PtProbe`).
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::daemon::Daemon;
+use crate::floor::PtProbe;
 use crate::table::{Kind, ROUNDTRIP, Requests, Side, Table, timed};
 
 /// Workload sizes (the values by default; --quick shrinks them).
@@ -37,6 +46,16 @@ pub struct Sizes {
 /// Fixed seed for the random offsets, so every run reads the same blocks.
 const SEED: u64 = 0x5eed_0000_0004;
 
+/// Slices each repetition of rand-read-4k is cut into (see
+/// `Ctx::interleaved`): short enough (~0.1 s at full size) that the sides
+/// see the same host, long enough (50,000 preads) that timing them costs
+/// nothing.
+pub const SLICES: usize = 10;
+
+/// Whole-file reads per side in each repetition of seq-read-warm, each a
+/// slice of `Ctx::interleaved`.
+pub const WARM_PASSES: usize = 5;
+
 pub struct Ctx<'a> {
     pub sizes: Sizes,
     pub reps: usize,
@@ -51,6 +70,56 @@ pub struct Ctx<'a> {
     /// Run the dfs side only: the counting pass after the timed ones, which
     /// wants the requests of every phase, not its timings.
     pub dfs_only: bool,
+    /// Measure the kernel's passthrough path on the floor probe alongside
+    /// the lines dfs serves that way (not with --no-floor; the counting
+    /// pass never does).
+    pub floor: bool,
+}
+
+/// Who runs a slice of an interleaved line: one of the table's sides, or
+/// the floor probe's passthrough file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Side(Side),
+    Probe,
+}
+
+/// An interleaved line: its table name and unit, and what one operation is
+/// (for the floor probe's report).
+pub struct Line {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub op: &'static str,
+}
+
+/// The order in which `lanes` lanes run slice `slice` of repetition `rep`
+/// (of `slices`): rotated one step per slice, counting on across
+/// repetitions, so that each lane goes first, second, ... about as often
+/// as the others.
+pub fn slice_order(lanes: usize, slices: usize, rep: usize, slice: usize) -> Vec<usize> {
+    if lanes == 0 {
+        return Vec::new();
+    }
+    let first = (rep * slices + slice) % lanes;
+    (0..lanes).map(|i| (first + i) % lanes).collect()
+}
+
+/// The operations of slice `slice` when `total` are cut into `slices`:
+/// as even as integers allow, summing to `total`.
+pub fn slice_len(total: u64, slices: usize, slice: usize) -> u64 {
+    let s = slices.max(1) as u128;
+    let at = |i: usize| (total as u128 * i as u128 / s) as u64;
+    at(slice + 1) - at(slice)
+}
+
+/// What one lane did in a repetition of an interleaved line.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    ops: f64,
+    /// Seconds spent in the lane's own slices.
+    secs: f64,
+    /// dfs's CPU seconds meanwhile.
+    cpu: f64,
 }
 
 impl Ctx<'_> {
@@ -117,6 +186,103 @@ impl Ctx<'_> {
         self.phase(t, name, Kind::Time, "s", side, 1.0, f)
     }
 
+    /// The daemon's request counts now, if the requests of `side` are
+    /// counted (see `count_requests`).
+    fn count_start(&self, side: Side) -> Option<BTreeMap<String, u64>> {
+        (self.count_requests && side == Side::Dfs).then(|| self.daemon.requests())
+    }
+
+    /// Records the requests the daemon received since `before` as phase
+    /// `name`'s, `ops` operations.
+    fn count_end(&self, t: &mut Table, name: &str, ops: f64, before: BTreeMap<String, u64>) {
+        let mut counts = self.daemon.requests();
+        for (op, n) in counts.iter_mut() {
+            *n -= before.get(op).copied().unwrap_or(0);
+        }
+        counts.retain(|_, n| *n > 0);
+        t.requests.push(Requests {
+            phase: name.to_string(),
+            ops,
+            counts,
+        });
+    }
+
+    /// One repetition of an interleaved line: `slices` slices, each run on
+    /// every lane in turn (`slice_order`), each lane's slice timed on its
+    /// own; `run(i, slice)` does slice `slice` on `lanes[i]` and returns
+    /// its operations. A lane's sample is its operations over the seconds
+    /// of its own slices, so the host's slow stretches (which last longer
+    /// than a slice) hit every lane alike. Records the table's sides'
+    /// samples (and dfs's requests, over the whole repetition: no other
+    /// lane sends it any) and returns the probe's tally, if it is a lane.
+    fn interleaved(
+        &self,
+        t: &mut Table,
+        line: &Line,
+        rep: usize,
+        lanes: &[Lane],
+        slices: usize,
+        mut run: impl FnMut(usize, usize) -> io::Result<f64>,
+    ) -> io::Result<Option<Tally>> {
+        let counted = if lanes.contains(&Lane::Side(Side::Dfs)) {
+            self.count_start(Side::Dfs)
+        } else {
+            None
+        };
+        self.daemon.settle(Duration::from_secs(2));
+        let mut tally = vec![Tally::default(); lanes.len()];
+        for slice in 0..slices {
+            for i in slice_order(lanes.len(), slices, rep, slice) {
+                let cpu = self.daemon.cpu_secs();
+                let start = Instant::now();
+                let ops = run(i, slice)?;
+                let secs = start.elapsed().as_secs_f64();
+                tally[i].ops += ops;
+                tally[i].secs += secs;
+                tally[i].cpu += self.daemon.cpu_secs() - cpu;
+            }
+        }
+        let mut probe = None;
+        for (lane, x) in lanes.iter().zip(&tally) {
+            match *lane {
+                Lane::Side(side) => {
+                    t.daemon_cpu.push((line.name.to_string(), side, x.cpu));
+                    t.rate(line.name, line.unit, side, x.ops, x.secs);
+                }
+                Lane::Probe => probe = Some(*x),
+            }
+        }
+        if let Some(before) = counted {
+            let ops = lanes
+                .iter()
+                .zip(&tally)
+                .find(|(l, _)| **l == Lane::Side(Side::Dfs))
+                .map_or(0.0, |(_, x)| x.ops);
+            self.count_end(t, line.name, ops, before);
+        }
+        Ok(probe)
+    }
+
+    /// The file `name` of `lane`: in the side's directory, or the probe's
+    /// passthrough file.
+    fn lane_file(&self, lane: Lane, probe: Option<&PtProbe>, name: &str) -> io::Result<PathBuf> {
+        match (lane, probe) {
+            (Lane::Side(side), _) => Ok(self.root(side).join(name)),
+            (Lane::Probe, Some(p)) => Ok(p.file.clone()),
+            (Lane::Probe, None) => Err(io::Error::other("no floor probe to read")),
+        }
+    }
+
+    /// The lanes of an interleaved line: the sides this context runs, and
+    /// the floor probe when it serves the line's file.
+    fn lanes(&self, probe: Option<&PtProbe>) -> Vec<Lane> {
+        let mut v: Vec<Lane> = self.sides().iter().map(|&s| Lane::Side(s)).collect();
+        if probe.is_some() {
+            v.push(Lane::Probe);
+        }
+        v
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn phase<T>(
         &self,
@@ -128,12 +294,7 @@ impl Ctx<'_> {
         ops: f64,
         f: impl FnOnce() -> io::Result<T>,
     ) -> io::Result<T> {
-        let count = self.count_requests && side == Side::Dfs;
-        let before = if count {
-            self.daemon.requests()
-        } else {
-            Default::default()
-        };
+        let before = self.count_start(side);
         let cpu = self.daemon.cpu_secs();
         let (v, secs) = timed(f)?;
         // Work the phase queued (tier-watch events, forgets) counts too.
@@ -144,17 +305,8 @@ impl Ctx<'_> {
             Kind::Rate => t.rate(name, unit, side, ops, secs),
             Kind::Time => t.time(name, side, secs),
         }
-        if count {
-            let mut counts = self.daemon.requests();
-            for (op, n) in counts.iter_mut() {
-                *n -= before.get(op).copied().unwrap_or(0);
-            }
-            counts.retain(|_, n| *n > 0);
-            t.requests.push(Requests {
-                phase: name.to_string(),
-                ops,
-                counts,
-            });
+        if let Some(before) = before {
+            self.count_end(t, name, ops, before);
         }
         Ok(v)
     }
@@ -192,6 +344,7 @@ pub fn sync() {
 }
 
 /// splitmix64: small, fixed-seed, good enough for offsets.
+#[derive(Clone)]
 struct Rng(u64);
 
 impl Rng {
@@ -213,6 +366,35 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(len);
     v
+}
+
+/// A zeroed buffer that starts on a page boundary, as the buffers of cat,
+/// cp and dd do. Where malloc or the stack puts a plain one changes with
+/// unrelated code, and on some CPUs that decides the cost of the copy to
+/// user space: on this bench's AMD EPYC host, reads into a destination 16
+/// bytes past a 64-byte boundary (where glibc puts a 1 MiB Vec) run at
+/// ~2.5 GB/s from the page cache against ~11 GB/s aligned, and add ~1.4 us
+/// to a 4 KiB pread. The timed reads use one, so that the line measures the
+/// filesystem, not where the buffer happened to land.
+pub struct AlignedBuf {
+    v: Vec<u8>,
+    at: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    const PAGE: usize = 4096;
+
+    pub fn new(len: usize) -> AlignedBuf {
+        let v = vec![0u8; len + Self::PAGE];
+        // Never more than PAGE - 1 for a u8 pointer; the Vec never grows.
+        let at = v.as_ptr().align_offset(Self::PAGE).min(Self::PAGE);
+        AlignedBuf { v, at, len }
+    }
+
+    pub fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.v[self.at..self.at + self.len]
+    }
 }
 
 /// Reads a file to its end with `buf`-sized reads; returns the byte count.
@@ -300,49 +482,93 @@ pub fn run(cmd: &mut Command, ok_codes: &[i32]) -> io::Result<String> {
 /// seq-read-warm, all on the same file; then write-4k (beyond the issue's
 /// list): a sixteenth of the size in 4 KiB writes into the page cache, no
 /// fsync, which is what one write(2) costs. MB = 10^6 bytes.
+///
+/// The sides take turns for everything up to the cold read; then, with
+/// every side's file written and read once more (a later side's
+/// drop_caches emptied an earlier side's cache), seq-read-warm reads each
+/// whole file `WARM_PASSES` times, interleaved (see `Ctx::interleaved`),
+/// with the floor probe's passthrough copy as a third side when dfs serves
+/// reads by passthrough.
 pub fn seq(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     let s = &ctx.sizes;
     let chunk = pattern(s.io_size, 1);
-    let mut buf = vec![0u8; s.io_size];
+    let mut aligned = AlignedBuf::new(s.io_size);
+    let buf = aligned.as_mut();
     let mb = s.seq_bytes as f64 / 1e6;
     let small = s.seq_bytes / 16;
-    for (_, side) in ctx.order() {
-        let path = ctx.root(side).join("seq.dat");
-        sync();
-        ctx.settle();
-        ctx.rate(t, "seq-write", "MB/s", side, mb, || {
-            write_file(&path, &chunk, s.seq_bytes)
-        })?;
+    let probe = PtProbe::start(ctx, &ctx.scratch.join("probe-seq.dat"), |p| {
+        write_file(p, &chunk, s.seq_bytes)
+    })?;
+    let lanes = ctx.lanes(probe.as_ref());
+    let warm = Line {
+        name: "seq-read-warm",
+        unit: "MB/s",
+        op: "MB (1 MiB reads)",
+    };
+    let order = ctx.order();
+    for rep in 0..ctx.reps {
+        for &(_, side) in order.iter().filter(|(r, _)| *r == rep) {
+            let path = ctx.root(side).join("seq.dat");
+            sync();
+            ctx.settle();
+            ctx.rate(t, "seq-write", "MB/s", side, mb, || {
+                write_file(&path, &chunk, s.seq_bytes)
+            })?;
 
-        let path4k = ctx.root(side).join("write4k.dat");
-        ctx.rate(t, "write-4k", "MB/s", side, small as f64 / 1e6, || {
-            let mut f = File::create(&path4k)?;
-            for at in (0..small).step_by(4096) {
-                let n = (small - at).min(4096) as usize;
-                f.write_all(&chunk[..n])?;
-            }
-            Ok(())
-        })?;
-        fs::remove_file(&path4k)?;
+            let path4k = ctx.root(side).join("write4k.dat");
+            ctx.rate(t, "write-4k", "MB/s", side, small as f64 / 1e6, || {
+                let mut f = File::create(&path4k)?;
+                for at in (0..small).step_by(4096) {
+                    let n = (small - at).min(4096) as usize;
+                    f.write_all(&chunk[..n])?;
+                }
+                Ok(())
+            })?;
+            fs::remove_file(&path4k)?;
 
-        ctx.drop_caches()?;
-        let n = ctx.rate(t, "seq-read-cold", "MB/s", side, mb, || {
-            read_whole(&path, &mut buf)
-        })?;
-        check(n == s.seq_bytes, || format!("seq-read-cold read {n} bytes"))?;
+            ctx.drop_caches()?;
+            let n = ctx.rate(t, "seq-read-cold", "MB/s", side, mb, || {
+                read_whole(&path, buf)
+            })?;
+            check(n == s.seq_bytes, || format!("seq-read-cold read {n} bytes"))?;
+        }
 
-        let n = ctx.rate(t, "seq-read-warm", "MB/s", side, mb, || {
-            read_whole(&path, &mut buf)
+        let paths: Vec<PathBuf> = lanes
+            .iter()
+            .map(|&lane| ctx.lane_file(lane, probe.as_ref(), "seq.dat"))
+            .collect::<io::Result<_>>()?;
+        for p in &paths {
+            read_whole(p, buf)?;
+        }
+        let before = probe.as_ref().map(|p| p.requests());
+        let pt = ctx.interleaved(t, &warm, rep, &lanes, WARM_PASSES, |i, _| {
+            let n = read_whole(&paths[i], buf)?;
+            check(n == s.seq_bytes, || {
+                format!("seq-read-warm: {} read {n} bytes", paths[i].display())
+            })?;
+            Ok(mb)
         })?;
-        check(n == s.seq_bytes, || format!("seq-read-warm read {n} bytes"))?;
+        if let (Some(p), Some(x), Some(before)) = (&probe, pt, before) {
+            let requests = p.requests() - before;
+            t.probe_rate(warm.name, warm.unit, warm.op, x.ops, x.secs, requests);
+        }
 
-        fs::remove_file(&path)?;
+        for &side in ctx.sides() {
+            fs::remove_file(ctx.root(side).join("seq.dat"))?;
+        }
+    }
+    if let Some(mut p) = probe {
+        p.close()?;
     }
     Ok(())
 }
 
 /// rand-read-4k: pread of 4 KiB at random 4 KiB-aligned offsets (fixed
-/// count, fixed seed) of a file that has been read once already.
+/// count, fixed seed) of a file that has been read once already. Each
+/// repetition is cut into `SLICES` slices run on every side in turn (see
+/// `Ctx::interleaved`), every side reading the same offsets, with the
+/// floor probe's passthrough copy of the file as a third side when dfs
+/// serves reads by passthrough: its rate is the line's floor.
 pub fn rand_read(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     let s = &ctx.sizes;
     let chunk = pattern(s.io_size, 2);
@@ -352,18 +578,46 @@ pub fn rand_read(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
         write_file(&path, &chunk, s.rand_bytes)?;
         read_whole(&path, &mut buf)?;
     }
+    // The probe's copy: the same content, in the scratch directory (the
+    // native directory's disk); the probe reads it once through itself.
+    let probe = PtProbe::start(ctx, &ctx.scratch.join("probe-rand.dat"), |p| {
+        write_file(p, &chunk, s.rand_bytes)
+    })?;
     ctx.settle();
-    let blocks = s.rand_bytes / 4096;
-    let mut block = [0u8; 4096];
-    for (_, side) in ctx.order() {
-        let f = File::open(ctx.root(side).join("rand.dat"))?;
-        let mut rng = Rng(SEED);
-        ctx.rate(t, "rand-read-4k", "IOPS", side, s.rand_reads as f64, || {
-            for _ in 0..s.rand_reads {
-                f.read_exact_at(&mut block, (rng.next() % blocks) * 4096)?;
+    let lanes = ctx.lanes(probe.as_ref());
+    let line = Line {
+        name: "rand-read-4k",
+        unit: "IOPS",
+        op: "4 KiB pread",
+    };
+    let blocks = (s.rand_bytes / 4096).max(1);
+    let mut block = AlignedBuf::new(4096);
+    for rep in 0..ctx.reps {
+        // Opened per repetition, as before, and closed before the probe
+        // unmounts (also on an error).
+        let files: Vec<File> = lanes
+            .iter()
+            .map(|&lane| File::open(ctx.lane_file(lane, probe.as_ref(), "rand.dat")?))
+            .collect::<io::Result<_>>()?;
+        let mut rngs = vec![Rng(SEED); lanes.len()];
+        let before = probe.as_ref().map(|p| p.requests());
+        let pt = ctx.interleaved(t, &line, rep, &lanes, SLICES, |i, slice| {
+            let n = slice_len(s.rand_reads, SLICES, slice);
+            let (f, rng) = (&files[i], &mut rngs[i]);
+            for _ in 0..n {
+                f.read_exact_at(block.as_mut(), (rng.next() % blocks) * 4096)?;
             }
-            Ok(())
+            Ok(n as f64)
         })?;
+        // Before the close, whose RELEASE is no part of the timed reads.
+        let requests = probe.as_ref().zip(before).map(|(p, b)| p.requests() - b);
+        drop(files);
+        if let (Some(x), Some(requests)) = (pt, requests) {
+            t.probe_rate(line.name, line.unit, line.op, x.ops, x.secs, requests);
+        }
+    }
+    if let Some(mut p) = probe {
+        p.close()?;
     }
     for &side in ctx.sides() {
         fs::remove_file(ctx.root(side).join("rand.dat"))?;
@@ -674,4 +928,77 @@ pub fn memory(ctx: &Ctx) -> io::Result<Memory> {
         rss_after_kib: after,
         lookups_per_sec: s.mem_files as f64 / secs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_rotate_which_lane_goes_first() {
+        // Three lanes: every slice is a rotation, and the first lane moves
+        // on one step per slice, counting on across repetitions.
+        assert_eq!(slice_order(3, 10, 0, 0), vec![0, 1, 2]);
+        assert_eq!(slice_order(3, 10, 0, 1), vec![1, 2, 0]);
+        assert_eq!(slice_order(3, 10, 0, 2), vec![2, 0, 1]);
+        assert_eq!(slice_order(3, 10, 1, 0), vec![1, 2, 0]);
+        // Two lanes alternate; one lane is alone.
+        assert_eq!(slice_order(2, 10, 0, 3), vec![1, 0]);
+        assert_eq!(slice_order(1, 10, 2, 7), vec![0]);
+        assert!(slice_order(0, 10, 0, 0).is_empty());
+        // Over 3 repetitions of 10 slices each lane holds every position
+        // equally often.
+        for lanes in 1..=3 {
+            let mut at = vec![vec![0; lanes]; lanes];
+            for rep in 0..3 {
+                for slice in 0..10 {
+                    let o = slice_order(lanes, 10, rep, slice);
+                    let mut sorted = o.clone();
+                    sorted.sort();
+                    assert_eq!(sorted, (0..lanes).collect::<Vec<_>>());
+                    for (pos, lane) in o.into_iter().enumerate() {
+                        at[lane][pos] += 1;
+                    }
+                }
+            }
+            for row in &at {
+                assert!(row.iter().all(|&n| n == 30 / lanes), "{lanes}: {at:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn slices_share_the_operations_out() {
+        for (total, slices) in [(500_000, 10), (50_000, 10), (7, 10), (13, 4), (0, 3)] {
+            let v: Vec<u64> = (0..slices).map(|i| slice_len(total, slices, i)).collect();
+            assert_eq!(v.iter().sum::<u64>(), total, "{v:?}");
+            let (lo, hi) = (v.iter().min().unwrap(), v.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{v:?}");
+        }
+        assert_eq!(slice_len(500_000, SLICES, 3), 50_000);
+        assert_eq!(slice_len(u64::MAX, 2, 1), u64::MAX - u64::MAX / 2);
+    }
+
+    #[test]
+    fn aligned_buffers_start_on_a_page() {
+        for len in [1, 4096, 1 << 20] {
+            let mut b = AlignedBuf::new(len);
+            let s = b.as_mut();
+            assert_eq!(s.len(), len);
+            assert_eq!(s.as_ptr() as usize % 4096, 0);
+            assert!(s.iter().all(|&x| x == 0));
+        }
+    }
+
+    #[test]
+    fn every_lane_reads_the_same_offsets() {
+        let mut a = Rng(SEED);
+        let mut lanes = vec![Rng(SEED); 3];
+        for _ in 0..1000 {
+            let want = a.next();
+            for r in lanes.iter_mut() {
+                assert_eq!(r.next(), want);
+            }
+        }
+    }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::daemon::Daemon;
 use crate::table::{Kind, Side, Table, median, percentile, timed};
 use crate::workloads::{
-    check, drop_caches, order, pattern, read_whole, rebase, run as run_cmd, sync,
+    AlignedBuf, check, drop_caches, order, pattern, read_whole, rebase, run as run_cmd, sync,
 };
 
 /// The mover workloads' sizes (the brief's values by default; --quick
@@ -264,14 +264,15 @@ fn count_files(dir: &Path) -> io::Result<usize> {
 /// The client: open, read 4 KiB, close each of `files` in turn, `gap`
 /// apart, until `stop`; returns each read's latency in microseconds.
 fn client(files: &[PathBuf], gap: Duration, stop: &AtomicBool) -> io::Result<Vec<f64>> {
-    let mut buf = [0u8; HOT_SIZE];
+    // Page-aligned, as the other timed reads (see `AlignedBuf`).
+    let mut buf = AlignedBuf::new(HOT_SIZE);
     let mut lat = Vec::with_capacity(16 * 1024);
     for f in files.iter().cycle() {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let start = Instant::now();
-        let n = File::open(f)?.read(&mut buf)?;
+        let n = File::open(f)?.read(buf.as_mut())?;
         lat.push(start.elapsed().as_secs_f64() * 1e6);
         check(n == HOT_SIZE, || format!("{}: read {n} bytes", f.display()))?;
         thread::sleep(gap);
@@ -437,13 +438,13 @@ fn read_latency(m: &Mount, t: &mut Table, mode: &'static str) -> io::Result<Late
         format!("mover/read-p50-{mode}"),
         format!("mover/read-p99-{mode}"),
     );
-    let mut buf = vec![0u8; HOT_SIZE];
+    let mut buf = AlignedBuf::new(HOT_SIZE);
     let (mut rates, mut secs, mut idle_n, mut during_n) = (vec![], vec![], vec![], vec![]);
     for (_, side) in order(env.reps) {
         let lat = match side {
             Side::Native => {
                 for f in &hot {
-                    read_whole(f, &mut buf)?;
+                    read_whole(f, buf.as_mut())?;
                 }
                 m.settle();
                 let ((), lat) = with_client(&hot, s.read_gap, || {
@@ -457,7 +458,7 @@ fn read_latency(m: &Mount, t: &mut Table, mode: &'static str) -> io::Result<Late
                 make_set(&env.tier(0).join("bulk"), s, &chunk)?;
                 drop_caches(m.daemon)?;
                 for f in &hot {
-                    read_whole(f, &mut buf)?;
+                    read_whole(f, buf.as_mut())?;
                 }
                 m.settle();
                 let ((_, pass_secs), lat) = with_client(&hot, s.read_gap, || timed(|| m.pass()))?;

@@ -374,7 +374,8 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 /// user space: on this bench's AMD EPYC host, reads into a destination 16
 /// bytes past a 64-byte boundary (where glibc puts a 1 MiB Vec) run at
 /// ~2.5 GB/s from the page cache against ~11 GB/s aligned, and add ~1.4 us
-/// to a 4 KiB pread. The timed reads use one, so that the line measures the
+/// to a 4 KiB pread. Every timed read uses one (seq, rand, small/read,
+/// tier2-read, the mover's client), so that the line measures the
 /// filesystem, not where the buffer happened to land.
 pub struct AlignedBuf {
     v: Vec<u8>,
@@ -572,11 +573,11 @@ pub fn seq(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
 pub fn rand_read(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     let s = &ctx.sizes;
     let chunk = pattern(s.io_size, 2);
-    let mut buf = vec![0u8; s.io_size];
+    let mut buf = AlignedBuf::new(s.io_size);
     for &side in ctx.sides() {
         let path = ctx.root(side).join("rand.dat");
         write_file(&path, &chunk, s.rand_bytes)?;
-        read_whole(&path, &mut buf)?;
+        read_whole(&path, buf.as_mut())?;
     }
     // The probe's copy: the same content, in the scratch directory (the
     // native directory's disk); the probe reads it once through itself.
@@ -632,7 +633,7 @@ pub fn rand_read(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
 pub fn small_files(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     let s = &ctx.sizes;
     let content = pattern(s.small_size, 3);
-    let mut buf = vec![0u8; s.small_size + 4096];
+    let mut buf = AlignedBuf::new(s.small_size + 4096);
     let n = s.small_files as f64;
     for (_, side) in ctx.order() {
         let base = ctx.root(side).join("small");
@@ -669,7 +670,7 @@ pub fn small_files(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
         })?;
 
         ctx.rate(t, "small/read", "ops/s", side, n, || {
-            read_all(&files, &mut buf, s.small_size)
+            read_all(&files, buf.as_mut(), s.small_size)
         })?;
 
         ctx.drop_caches()?;
@@ -813,7 +814,7 @@ pub fn neg_lookup(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
 pub fn tier2(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     let s = &ctx.sizes;
     let content = pattern(s.tier2_size, 4);
-    let mut buf = vec![0u8; s.tier2_size + 4096];
+    let mut buf = AlignedBuf::new(s.tier2_size + 4096);
     let n = s.tier2_files as f64;
     for (rep, side) in ctx.order() {
         let base = ctx.root(side).join(format!("tier2-r{rep}"));
@@ -836,7 +837,7 @@ pub fn tier2(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
 
         ctx.rate(t, "tier2-stat", "ops/s", side, n, || stat_all(&files))?;
         ctx.rate(t, "tier2-read", "ops/s", side, n, || {
-            read_all(&files, &mut buf, s.tier2_size)
+            read_all(&files, buf.as_mut(), s.tier2_size)
         })?;
     }
     for &side in ctx.sides() {

@@ -46,6 +46,10 @@ pub struct Tier {
     pub min_free: Option<crate::units::Size>,
     /// Whether copies on this tier may carry a recorded node id.
     carries_ids: std::sync::atomic::AtomicBool,
+    /// Whether the tier's times come from this machine's clock and move
+    /// with every entry change (a local filesystem): then lookups may skip
+    /// a copy of a directory known empty (`fs::empty`).
+    pub local_times: bool,
 }
 
 /// The ordered tiers of one mount.
@@ -397,6 +401,7 @@ fn open_tier(cfg: &Config, index: usize, tc: &TierConfig) -> Result<Tier> {
         Mode::empty(),
     )
     .map_err(|e| err(format!("cannot be opened: {e}")))?;
+    let local_times = local_times(&root);
     Ok(Tier {
         index,
         name: tc.name.clone(),
@@ -405,7 +410,22 @@ fn open_tier(cfg: &Config, index: usize, tc: &TierConfig) -> Result<Tier> {
         dev: md.dev(),
         min_free: tc.min_free,
         carries_ids: std::sync::atomic::AtomicBool::new(true),
+        local_times,
     })
+}
+
+/// Whether times on the filesystem of `root` come from this machine's
+/// clock and change with every entry change: the local filesystems that
+/// `fs::empty::EmptyCopy` may track (not network filesystems, whose times are the
+/// server's, nor FAT, whose times are two-second steps).
+fn local_times(root: &OwnedFd) -> bool {
+    const EXT4: u64 = 0xEF53;
+    const XFS: u64 = 0x5846_5342;
+    const BTRFS: u64 = 0x9123_683E;
+    const TMPFS: u64 = 0x0102_1994;
+    const F2FS: u64 = 0xF2F5_2010;
+    rustix::fs::fstatfs(root)
+        .is_ok_and(|s| matches!(s.f_type as u64, EXT4 | XFS | BTRFS | TMPFS | F2FS))
 }
 
 fn read_marker(t: &Tier) -> Option<Marker> {

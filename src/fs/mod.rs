@@ -13,6 +13,7 @@
 
 pub mod deferred;
 pub mod dir;
+pub mod empty;
 pub mod intent;
 pub mod nodes;
 pub mod transfer;
@@ -264,6 +265,8 @@ struct DirFds {
     epoch: u64,
     made: std::time::Instant,
     fds: Vec<Option<OwnedFd>>,
+    /// Whether each copy is known empty (see [`empty`]).
+    empty: Vec<empty::EmptyCopy>,
 }
 
 /// xattr in which a directory copy made by dfs records its union node id.
@@ -547,10 +550,17 @@ impl Fs {
             self.dircache.remove(&ino);
             return Err(Errno(libc::ENOENT));
         }
+        let empty = self
+            .tiers
+            .iter()
+            .zip(&fds)
+            .map(|(t, fd)| empty::EmptyCopy::new(fd.is_some() && t.local_times))
+            .collect();
         let d = Arc::new(DirFds {
             epoch,
             made: std::time::Instant::now(),
             fds,
+            empty,
         });
         if self.nodes.contains(ino) {
             self.dircache.insert(ino, d.clone());
@@ -618,13 +628,20 @@ impl Fs {
     }
 
     /// The winning copy of `name` in directory `d`: (tier, stat, node id).
+    /// A copy known empty right now is passed over (one `fstat`, see
+    /// [`empty`]).
     fn find_in(&self, d: &DirFds, name: &[u8]) -> Result<Option<(usize, Stat, u64)>> {
         let _scan = self.scan_lock(name).read();
         for (i, fd) in d.fds.iter().enumerate() {
             let Some(fd) = fd else { continue };
+            let empty = &d.empty[i];
+            if empty.known_empty(fd) {
+                continue;
+            }
             match rustix::fs::statat(fd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => return Ok(Some((i, st, self.ino_at(d, i, name, &st)))),
-                Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => continue,
+                Err(rustix::io::Errno::NOENT) => empty.missed(fd),
+                Err(rustix::io::Errno::NOTDIR) => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -448,6 +448,16 @@ fn chmod_nofollow(dir: &OwnedFd, name: &[u8], mode: u32) -> Result<()> {
     Err(e.into())
 }
 
+/// A getxattr reply: the value read into `buf`, or for `size` 0 (a size
+/// query) a buffer of the value's length `n`.
+fn finish_getxattr(mut buf: Vec<u8>, size: u32, n: usize) -> Result<Vec<u8>> {
+    if size == 0 {
+        return Ok(vec![0; n]);
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
 /// The size of an xattr value (`name`) or of the name list (`None`): the
 /// size-0 query that getfattr, cp and rsync make first.
 fn xattr_len(path: &str, name: Option<&[u8]>) -> Result<usize> {
@@ -2106,15 +2116,22 @@ impl Fs {
         if is_internal_xattr(name) {
             return Err(Errno(libc::ENODATA));
         }
+        let mut buf = vec![0u8; size as usize];
+        // A file beside its parent's cached handle: one getxattrat by name
+        // (the kernel asks for security.capability before the first write
+        // to every file, so this is on the path of every new file).
+        if let Some((d, tier, file)) = self.placed(ino)
+            && let Some(dir) = d.fds.get(tier).and_then(|f| f.as_ref())
+        {
+            match xattr::get(at(dir, &file), name, &mut buf) {
+                Err(e) if not_here(&e) => {} // moved or renamed: the slow way
+                r => return finish_getxattr(buf, size, r?),
+            }
+        }
         let fds = self.xattr_target(ino)?;
         let (_, fd) = fds.first().ok_or(Errno(libc::ENOENT))?;
-        let mut buf = vec![0u8; size as usize];
         let n = xattr::get(itself(fd), name, &mut buf)?;
-        if size == 0 {
-            return Ok(vec![0; n]);
-        }
-        buf.truncate(n);
-        Ok(buf)
+        finish_getxattr(buf, size, n)
     }
 
     /// listxattr on the winning copy.

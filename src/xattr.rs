@@ -145,9 +145,31 @@ pub fn get(t: Target, attr: &[u8], buf: &mut [u8]) -> io::Result<usize> {
         });
         match r {
             Err(e) if e == rustix::io::Errno::NOSYS => {}
+            Err(e) if e == rustix::io::Errno::PERM => return blocked(e, get_proc(t, attr, buf)),
             r => return r.map_err(io::Error::from),
         }
     }
+    get_proc(t, attr, buf)
+}
+
+/// An EPERM from a `*xattrat` call is either the answer (the same as the
+/// `/proc` path gives) or a sandbox refusing a call it does not know
+/// (seccomp): `fallback` is the `/proc` path's answer; if it is not EPERM,
+/// the calls are left alone from now on.
+fn blocked<T>(e: rustix::io::Errno, fallback: io::Result<T>) -> io::Result<T> {
+    match &fallback {
+        Err(f) if f.raw_os_error() == Some(e.raw_os_error()) => {}
+        _ => {
+            if !NO_XATTRAT.swap(true, Ordering::Relaxed) {
+                log::warn!("*xattrat system calls refused (EPERM); using /proc/self/fd paths");
+            }
+        }
+    }
+    fallback
+}
+
+/// `get` by a `/proc/self/fd` path.
+fn get_proc(t: Target, attr: &[u8], buf: &mut [u8]) -> io::Result<usize> {
     let p = t.proc_path();
     let r = attr.into_with_c_str(|a| {
         p.as_slice().into_with_c_str(|path| {
@@ -196,9 +218,17 @@ pub fn set(t: Target, attr: &[u8], value: &[u8], flags: libc::c_int) -> io::Resu
         });
         match r {
             Err(e) if e == rustix::io::Errno::NOSYS => {}
+            Err(e) if e == rustix::io::Errno::PERM => {
+                return blocked(e, set_proc(t, attr, value, flags));
+            }
             r => return r.map(|_| ()).map_err(io::Error::from),
         }
     }
+    set_proc(t, attr, value, flags)
+}
+
+/// `set` by a `/proc/self/fd` path.
+fn set_proc(t: Target, attr: &[u8], value: &[u8], flags: libc::c_int) -> io::Result<()> {
     let p = t.proc_path();
     let r = attr.into_with_c_str(|a| {
         p.as_slice().into_with_c_str(|path| {

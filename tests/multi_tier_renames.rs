@@ -2,7 +2,8 @@
 //! or nothing: a step that fails has the ones before it undone, and a
 //! daemon stopped half-way (the `abandon` hook in-process, SIGKILL on a
 //! real mount) leaves an intent record from which the next mount finishes
-//! a rename or undoes an exchange (src/fs/intent.rs).
+//! the change if every rename and swap ran, and undoes it otherwise
+//! (src/fs/intent.rs).
 //!
 //! The in-process tests drive the core directly over two tier directories;
 //! the last ones kill a real mount half-way and mount again.
@@ -83,7 +84,8 @@ impl Tiers {
         v
     }
 
-    /// Intent records left in the tiers' state directories.
+    /// Intent records left in the tiers' state directories (unresolved
+    /// ones included).
     fn records(&self) -> Vec<PathBuf> {
         let mut v = Vec::new();
         for r in &self.roots {
@@ -233,7 +235,7 @@ fn rename_onto_a_faster_copy_is_finished_at_the_next_start() {
 }
 
 #[test]
-fn directory_renamed_on_two_tiers_is_finished_at_the_next_start() {
+fn directory_rename_stopped_half_way_is_undone_at_the_next_start() {
     let seeds = [(0, "d/x", Some("x")), (1, "d/y", Some("y"))];
     let t = Tiers::new(&seeds);
     {
@@ -250,12 +252,89 @@ fn directory_renamed_on_two_tiers_is_finished_at_the_next_start() {
     assert_eq!(fs.recover_intents(), 1);
     assert_eq!(
         (t.names(0, ""), t.names(1, "")),
-        (vec!["e".to_string()], vec!["e".to_string()])
+        (vec!["d".to_string()], vec!["d".to_string()])
     );
     assert_eq!(
-        (read(&fs, "e/x"), read(&fs, "e/y")),
+        (read(&fs, "d/x"), read(&fs, "d/y")),
         (Some("x".into()), Some("y".into()))
     );
+    assert!(t.records().is_empty());
+
+    // Without the hook it goes through, both copies renamed.
+    rename(&fs, "d", "e", 0).expect("rename");
+    assert_eq!(
+        (t.names(0, ""), t.names(1, "")),
+        (vec!["e".to_string()], vec!["e".to_string()])
+    );
+    assert!(t.records().is_empty());
+}
+
+/// A directory on both tiers renamed onto an empty directory on the slow
+/// one: a swap there (so that a failure can be undone without losing the
+/// target), a rename on the fast tier, then the swapped-out empty copy
+/// goes.
+#[test]
+fn directory_renamed_onto_an_empty_one_is_undone_whole_when_a_step_fails() {
+    let seeds = [(0, "a/x", Some("x")), (1, "a/y", Some("y")), (1, "b", None)];
+    let t = Tiers::new(&seeds);
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+    };
+    std::fs::set_permissions(
+        t.t(1, "b"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .expect("chmod");
+    let fs = t.core();
+    // The fast tier's rename (step 1) fails: the swap is undone, and b
+    // (an empty directory with its own mode) is still there.
+    fs.set_intent_fault(Some(Fault::Fail(1)));
+    assert_eq!(rename(&fs, "a", "b", 0), Err(libc::EIO));
+    assert_eq!(
+        (t.names(0, ""), t.names(1, "")),
+        (
+            vec!["a".to_string()],
+            vec!["a".to_string(), "b".to_string()]
+        )
+    );
+    assert_eq!(t.names(1, "b"), Vec::<String>::new());
+    assert_eq!(mode(&t.t(1, "b")), 0o750);
+    assert_eq!(
+        (read(&fs, "a/x"), read(&fs, "a/y")),
+        (Some("x".into()), Some("y".into()))
+    );
+    assert!(t.records().is_empty());
+
+    fs.set_intent_fault(None);
+    rename(&fs, "a", "b", 0).expect("rename");
+    assert_eq!(
+        (t.names(0, ""), t.names(1, "")),
+        (vec!["b".to_string()], vec!["b".to_string()])
+    );
+    assert_eq!(
+        (read(&fs, "b/x"), read(&fs, "b/y")),
+        (Some("x".into()), Some("y".into()))
+    );
+    assert!(t.records().is_empty());
+}
+
+/// An empty copy of the target on a tier the source lacks goes last, by
+/// rmdir; if it cannot go (something appeared in it), the rename stands
+/// and the copy stays, merged into the target: nothing is lost.
+#[test]
+fn a_leftover_that_cannot_go_stays_merged() {
+    let seeds = [(0, "a/x", Some("x")), (1, "b", None)];
+    let t = Tiers::new(&seeds);
+    let fs = t.core();
+    fs.set_intent_fault(Some(Fault::Fail(1)));
+    rename(&fs, "a", "b", 0).expect("rename stands");
+    assert_eq!(
+        (t.names(0, ""), t.names(1, "")),
+        (vec!["b".to_string()], vec!["b".to_string()])
+    );
+    assert_eq!(read(&fs, "b/x"), Some("x".into()));
+    assert_eq!(read(&fs, "a/x"), None);
     assert!(t.records().is_empty());
 }
 
@@ -268,13 +347,21 @@ fn recovery_leaves_alone_what_changed_on_a_tier_meanwhile() {
         assert!(rename(&fs, "a", "b", libc::RENAME_EXCHANGE).is_err());
     }
     // Someone replaces the moved copy on the fast tier before the next start.
-    fs::remove_file(t.t(0, "b")).expect("rm");
-    fs::write(t.t(0, "b"), "someone else's").expect("write");
+    fs::write(t.t(0, "b.new"), "someone else's").expect("write");
+    fs::rename(t.t(0, "b.new"), t.t(0, "b")).expect("replace");
     let fs = t.core();
     assert_eq!(fs.recover_intents(), 1);
     assert_eq!(t.on(0, "b").as_deref(), Some("someone else's"));
     assert_eq!(t.on(1, "b").as_deref(), Some("B"));
-    assert!(t.records().is_empty());
+    // Nothing touched; the record is kept for the operator, and not
+    // looked at again.
+    let left = t.records();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].to_string_lossy().ends_with(".unresolved"),
+        "{left:?}"
+    );
+    assert_eq!(t.core().recover_intents(), 0);
 }
 
 #[test]

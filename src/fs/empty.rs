@@ -79,7 +79,13 @@ enum State {
 
 /// Whether one tier copy of one held directory is known empty.
 #[derive(Debug)]
-pub struct EmptyCopy(Option<RwLock<State>>);
+pub struct EmptyCopy {
+    /// `None`: the tier does not take part.
+    state: Option<RwLock<State>>,
+    /// The tier's device: a copy on another filesystem mounted inside the
+    /// tier (whose times may not move with its entries) is never recorded.
+    dev: u64,
+}
 
 /// The coarse real-time clock in nanoseconds: the clock the kernel stamps
 /// inode times from.
@@ -91,15 +97,19 @@ fn now_ns() -> i64 {
 }
 
 impl EmptyCopy {
-    /// Tracking for a copy on a tier that takes part (see the module doc).
-    pub fn new(enabled: bool) -> EmptyCopy {
-        EmptyCopy(enabled.then(|| RwLock::new(State::Unknown { retry: 0 })))
+    /// Tracking for a copy on a tier that takes part (see the module doc)
+    /// whose root is on device `dev`.
+    pub fn new(enabled: bool, dev: u64) -> EmptyCopy {
+        EmptyCopy {
+            state: enabled.then(|| RwLock::new(State::Unknown { retry: 0 })),
+            dev,
+        }
     }
 
     /// Whether the copy behind the held handle `fd` has no names now: one
     /// `fstat`, and only for a copy recorded empty.
     pub fn known_empty(&self, fd: &OwnedFd) -> bool {
-        let Some(state) = &self.0 else {
+        let Some(state) = &self.state else {
             return false;
         };
         let State::Empty(stamp) = *state.read() else {
@@ -115,7 +125,7 @@ impl EmptyCopy {
     /// A lookup found no such name in the copy: when due, find out whether
     /// the copy has any name at all.
     pub fn missed(&self, fd: &OwnedFd) {
-        let Some(state) = &self.0 else {
+        let Some(state) = &self.state else {
             return;
         };
         let now = now_ns();
@@ -126,18 +136,23 @@ impl EmptyCopy {
             State::Unknown { .. } => None,
             State::Full { stamp, .. } => Some(stamp),
         };
-        let next = look(fd, now, seen);
+        let next = look(fd, now, seen, self.dev);
         *state.write() = next;
     }
 }
 
 /// Looks at the copy behind `fd` at clock time `now` (read before anything
-/// else); `seen`: the stamp it held names in, if any.
-fn look(fd: &OwnedFd, now: i64, seen: Option<Stamp>) -> State {
-    let Ok(before) = rustix::fs::fstat(fd).map(|st| Stamp::of(&st)) else {
-        return State::Unknown {
-            retry: now.saturating_add(RECHECK),
-        };
+/// else); `seen`: the stamp it held names in, if any; `dev`: the tier's
+/// device.
+fn look(fd: &OwnedFd, now: i64, seen: Option<Stamp>, dev: u64) -> State {
+    let before = match rustix::fs::fstat(fd) {
+        Ok(st) if st.st_dev != dev => return State::Unknown { retry: i64::MAX },
+        Ok(st) => Stamp::of(&st),
+        Err(_) => {
+            return State::Unknown {
+                retry: now.saturating_add(RECHECK),
+            };
+        }
     };
     if seen == Some(before) {
         return State::Full {
@@ -190,6 +205,10 @@ fn has_names(fd: &OwnedFd) -> Option<bool> {
 mod tests {
     use super::*;
 
+    fn dev(fd: &OwnedFd) -> u64 {
+        rustix::fs::fstat(fd).expect("fstat").st_dev
+    }
+
     fn open_path(p: &std::path::Path) -> OwnedFd {
         rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).expect("open")
     }
@@ -204,7 +223,7 @@ mod tests {
     fn an_empty_copy_is_known_once_stable_and_forgotten_when_it_changes() {
         let d = tempfile::tempdir().expect("tempdir");
         let fd = open_path(d.path());
-        let e = EmptyCopy::new(true);
+        let e = EmptyCopy::new(true, dev(&fd));
         // Just made: not stable yet, so not recorded.
         e.missed(&fd);
         assert!(!e.known_empty(&fd));
@@ -223,7 +242,7 @@ mod tests {
         std::fs::write(d.path().join("f"), b"x").expect("write");
         let fd = open_path(d.path());
         wait_stable();
-        let e = EmptyCopy::new(true);
+        let e = EmptyCopy::new(true, dev(&fd));
         e.missed(&fd);
         assert!(!e.known_empty(&fd));
         // Emptied: learnt again only after the recheck delay (a state
@@ -238,7 +257,17 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let fd = open_path(d.path());
         wait_stable();
-        let e = EmptyCopy::new(false);
+        let e = EmptyCopy::new(false, dev(&fd));
+        e.missed(&fd);
+        assert!(!e.known_empty(&fd));
+    }
+
+    #[test]
+    fn a_copy_on_another_device_is_never_recorded() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let fd = open_path(d.path());
+        wait_stable();
+        let e = EmptyCopy::new(true, dev(&fd).wrapping_add(1));
         e.missed(&fd);
         assert!(!e.known_empty(&fd));
     }

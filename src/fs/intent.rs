@@ -3,28 +3,36 @@
 //!
 //! A rename whose target has a copy on a faster tier than its source, a
 //! rename of a directory present on several tiers and a RENAME_EXCHANGE of
-//! names on different tiers each take one rename or removal per tier. In
-//! between, the union is neither the old state nor the new one: a name is
-//! missing, or shows a stale copy, or a directory's entries are split
-//! between two names. So when a change has several such steps:
+//! names on different tiers each take one rename (or swap) per tier, then
+//! the removal of the target's stale copies. In between, the union is
+//! neither the old state nor the new one: a name is missing, or shows a
+//! stale copy, or a directory's entries are split between two names. So
+//! when a change has several such steps:
 //!
 //! - Concurrent lookups and listings through dfs wait for the steps (the
 //!   scan locks of both names and the listing lock, as the mover's switch
-//!   takes them), so no client sees a state in between.
+//!   takes them, and the node table is updated before they are let go), so
+//!   no client sees a state in between.
 //! - Before the first step an *intent record* is written and synced into
 //!   the state directory of the first tier involved (`.dfs/intent/`). It
-//!   names both paths and every step with the inode numbers the step moves
-//!   or removes, so whether a step ran can be read off the tiers later. The
-//!   record goes once the steps are durable; the tiers stay the only truth
+//!   names both paths, the tiers by name, and every step with the identity
+//!   (inode number and birth time) of what it moves, so whether a step ran
+//!   can be read off the tiers later. The record goes once the steps, or
+//!   their undoing, are durable. The tiers stay the only truth
 //!   (principle 1): a record only says what to look at.
-//! - A step that fails while nothing irreversible ran has the steps before
-//!   it undone, and the call fails as if nothing happened.
-//! - After a crash, the next mount (before it serves anything) finishes a
-//!   rename whose first step ran and undoes an exchange that did not
-//!   complete. It acts on a path only where the tier still holds the very
-//!   inode the record names (for a removal: unchanged since, by ctime), so
-//!   a change made directly on a tier in the meantime is left alone and
-//!   logged.
+//! - The renames and swaps come first and can each be undone; the removals
+//!   of stale copies come last. A step that fails has the renames and
+//!   swaps before it undone, and the call fails as if nothing happened.
+//!   (A removal that ran before is of a copy nobody could see: a shadowed
+//!   stale copy, or an empty leftover of a directory.) An empty leftover
+//!   that cannot be removed (something appeared in it meanwhile) is left:
+//!   it merges into the renamed directory, and nothing is lost.
+//! - After a crash, the next mount (before it serves anything) looks at
+//!   each record: if every rename and swap ran, it removes the stale copies
+//!   that are still the recorded ones (same inode, unchanged ctime); if
+//!   some did not, it undoes those that did. Where a step matches neither
+//!   state (the tier changed meanwhile) it touches nothing, says so, and
+//!   keeps the record as `*.unresolved` for the operator.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -41,15 +49,16 @@ use crate::tiers::split_parent;
 /// Where intent records live, inside each tier's state directory.
 pub const INTENT_DIR: &str = "intent";
 
-/// What a record undoes or finishes after a crash.
+/// Suffix of a record recovery could not bring to an end.
+const UNRESOLVED: &str = ".unresolved";
+
+/// What a record changes (for messages; the steps say how).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
-    /// rename(a, b): finished once its first step ran (its later steps
-    /// remove the target's stale copies, which cannot be undone).
+    /// rename(a, b).
     Rename,
-    /// RENAME_EXCHANGE of a and b: undone unless every step ran (each step
-    /// is its own inverse).
+    /// RENAME_EXCHANGE of a and b.
     Exchange,
 }
 
@@ -59,6 +68,15 @@ pub enum Op {
 pub enum Side {
     A,
     B,
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::Rename => "rename",
+            Op::Exchange => "exchange",
+        })
+    }
 }
 
 impl Side {
@@ -88,32 +106,50 @@ impl Id {
     }
 }
 
+/// How a stale copy goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Removal {
+    /// A copy of the target that the change makes stale: unlinked (a whole
+    /// tree only for a directory shadowed under a file, which no client
+    /// can see). If it cannot go, the change fails and is undone.
+    Stale,
+    /// An empty leftover of a directory (the target's copy on a tier the
+    /// source has none, or the target's copy swapped aside): `rmdir`, or
+    /// `unlink` for a file under it that no client can see. If it cannot
+    /// go, it stays and merges into the renamed directory.
+    Leftover,
+}
+
 /// One step, on one tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "do", rename_all = "lowercase")]
 pub enum Step {
-    /// Rename the copy `id` at `from` to the other path.
+    /// Rename the copy `id` at `from` to the other path (which it replaces
+    /// only in a rename, never in an exchange).
     Move { tier: usize, from: Side, id: Id },
     /// Swap the copies at a (`a`) and b (`b`) in one `RENAME_EXCHANGE`.
     Swap { tier: usize, a: Id, b: Id },
-    /// Remove the stale copy `ino` at `at` (whole tree for a directory),
-    /// last changed at `ctime` (seconds, nanoseconds).
+    /// Remove the copy `ino` now at `at`, last changed at `ctime` (seconds,
+    /// nanoseconds) when the step was planned.
     Remove {
         tier: usize,
         at: Side,
         ino: u64,
         ctime: [i64; 2],
+        how: Removal,
     },
 }
 
 impl Step {
-    /// A stale copy's removal, as recorded from its stat.
-    pub fn remove(tier: usize, at: Side, st: &Stat) -> Step {
+    /// The removal of the copy whose stat is `st`.
+    pub fn remove(tier: usize, at: Side, st: &Stat, how: Removal) -> Step {
         Step::Remove {
             tier,
             at,
             ino: st.st_ino,
             ctime: [st.st_ctime, st.st_ctime_nsec as i64],
+            how,
         }
     }
 
@@ -121,6 +157,20 @@ impl Step {
         match *self {
             Step::Move { tier, .. } | Step::Swap { tier, .. } | Step::Remove { tier, .. } => tier,
         }
+    }
+
+    /// Whether this is a rename or swap (which can be undone).
+    fn moves(&self) -> bool {
+        !matches!(self, Step::Remove { .. })
+    }
+
+    fn with_tier(mut self, t: usize) -> Step {
+        match &mut self {
+            Step::Move { tier, .. } | Step::Swap { tier, .. } | Step::Remove { tier, .. } => {
+                *tier = t
+            }
+        }
+        self
     }
 }
 
@@ -140,6 +190,9 @@ struct RecordFile {
     op: Op,
     a: String,
     b: String,
+    /// The names of the tiers, in the order the steps' indices refer to:
+    /// a later mount may order (or name) its tiers differently.
+    tiers: Vec<String>,
     step: Vec<Step>,
 }
 
@@ -174,12 +227,13 @@ impl Intent {
         }
     }
 
-    /// The record's text.
-    pub fn encode(&self) -> String {
+    /// The record's text, with the tiers named as `tiers` (in order).
+    pub fn encode(&self, tiers: &[String]) -> String {
         let r = RecordFile {
             op: self.op,
             a: hex(&self.a),
             b: hex(&self.b),
+            tiers: tiers.to_vec(),
             step: self.steps.clone(),
         };
         let mut text = toml::to_string(&r).unwrap_or_default();
@@ -189,16 +243,26 @@ impl Intent {
         text + TRAILER
     }
 
-    /// Parses a record's text; `None` for one that is cut short or not a
-    /// record at all.
-    pub fn decode(text: &str) -> Option<Intent> {
-        let body = text.strip_suffix(TRAILER)?;
-        let r: RecordFile = toml::from_str(body).ok()?;
-        Some(Intent {
+    /// Parses a record's text, mapping its tiers onto `tiers` (by name);
+    /// `Err(None)` for a record cut short (or no record at all),
+    /// `Err(Some(name))` for one naming a tier the mount does not have.
+    pub fn decode(text: &str, tiers: &[String]) -> std::result::Result<Intent, Option<String>> {
+        let body = text.strip_suffix(TRAILER).ok_or(None)?;
+        let r: RecordFile = toml::from_str(body).map_err(|_| None)?;
+        let mut steps = Vec::with_capacity(r.step.len());
+        for s in r.step {
+            let name = r.tiers.get(s.tier()).ok_or(None)?;
+            let now = tiers
+                .iter()
+                .position(|t| t == name)
+                .ok_or_else(|| Some(name.clone()))?;
+            steps.push(s.with_tier(now));
+        }
+        Ok(Intent {
             op: r.op,
-            a: unhex(&r.a)?,
-            b: unhex(&r.b)?,
-            steps: r.step,
+            a: unhex(&r.a).ok_or(None)?,
+            b: unhex(&r.b).ok_or(None)?,
+            steps,
         })
     }
 }
@@ -231,7 +295,17 @@ impl Fault {
     }
 }
 
-/// The identity of `rel` on tier `t`: `Ok(None)` when absent.
+/// Where a step stands on its tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Done,
+    NotDone,
+    /// Neither: the tier changed since (or could not be read).
+    Unknown,
+}
+
+/// The identity of `rel` on tier `t`, with its stat: `Ok(None)` when
+/// absent.
 fn id_at(t: &crate::tiers::Tier, rel: &[u8]) -> std::io::Result<Option<Id>> {
     let (dir, name) = match t.parent(rel) {
         Ok(p) => p,
@@ -260,15 +334,6 @@ fn id_at(t: &crate::tiers::Tier, rel: &[u8]) -> std::io::Result<Option<Id>> {
     }
 }
 
-/// Where a step's paths stand on its tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Done,
-    NotDone,
-    /// Neither: the tier changed since (or a lookup failed).
-    Unknown,
-}
-
 /// A written record, removed once its change is durable or undone.
 pub(super) struct Record {
     dir: Arc<OwnedFd>,
@@ -294,35 +359,51 @@ static RECORD_SEQ: AtomicU64 = AtomicU64::new(0);
 /// How one failed change was left.
 struct Failed {
     errno: Errno,
-    /// Everything that ran was undone: the record can go.
+    /// Every rename and swap that ran was undone: the record can go.
     undone: bool,
 }
 
 impl Fs {
-    /// Runs `it`'s steps in order (`caller` for what a client asked;
-    /// removals of stale copies run as dfs). With `recorded`, the change
-    /// is all-or-nothing as the module doc says; the caller has made every
-    /// parent chain a `Move` needs beforehand (making one takes the scan
-    /// locks this holds).
-    pub(super) fn run_steps(&self, c: Caller, it: &Intent, recorded: bool) -> Result<()> {
+    /// Runs `it`'s steps in order (`caller` for the renames and swaps a
+    /// client asked for; removals of stale copies run as dfs), then
+    /// `done`. With `recorded`, the change is all-or-nothing as the module
+    /// doc says and `done` runs before lookups and listings are let back
+    /// in; the caller has made every parent chain a `Move` needs
+    /// beforehand (making one takes the scan locks this holds).
+    pub(super) fn run_steps(
+        &self,
+        c: Caller,
+        it: &Intent,
+        recorded: bool,
+        done: impl FnOnce(),
+    ) -> Result<()> {
         if !recorded {
             for s in &it.steps {
-                self.apply(Some(c), it, s)?;
+                match self.apply(Some(c), it, s) {
+                    Err(e) if is_leftover(s) => leftover_stays(it, s, e),
+                    r => r?,
+                }
             }
+            done();
             return Ok(());
         }
         let record = self.write_record(it)?;
         let result = {
             let _quiet = self.quiesce(&it.a, &it.b);
-            self.run_recorded(c, it)
+            let r = self.run_recorded(c, it);
+            if r.is_ok() {
+                done();
+            }
+            r
         };
+        let synced = self.sync_paths(it).is_ok();
         match result {
             Ok(()) => {
-                if self.sync_paths(it).is_ok() {
+                if synced {
                     record.remove();
                 } else {
                     log::warn!(
-                        "{:?} of {:?} and {:?}: the tiers' directories could not be synced; the intent record stays for the next mount",
+                        "{} of {:?} and {:?}: the tiers' directories could not be synced; the intent record stays for the next mount",
                         it.op,
                         os(&it.a),
                         os(&it.b)
@@ -331,11 +412,11 @@ impl Fs {
                 Ok(())
             }
             Err(f) => {
-                if f.undone {
+                if f.undone && synced {
                     record.remove();
                 } else {
                     log::error!(
-                        "{:?} of {:?} and {:?} failed half-way ({}); the next mount finishes or undoes it (intent record {})",
+                        "{} of {:?} and {:?} failed ({}) and could not be taken back in full; the next mount brings it to an end (intent record {})",
                         it.op,
                         os(&it.a),
                         os(&it.b),
@@ -366,30 +447,35 @@ impl Fs {
                 }
                 _ => self.apply(Some(c), it, s),
             };
-            let Err(errno) = r else { continue };
-            let done = &it.steps[..k];
-            if done.iter().any(|s| matches!(s, Step::Remove { .. })) {
-                // A stale copy is gone: only forward is left.
-                return Err(Failed {
-                    errno,
-                    undone: false,
-                });
-            }
-            let mut undone = true;
-            for s in done.iter().rev() {
-                if let Err(e) = self.undo(it, s) {
-                    log::error!(
-                        "cannot undo step {s:?} of {:?} of {:?} and {:?}: {e}",
-                        it.op,
-                        os(&it.a),
-                        os(&it.b)
-                    );
-                    undone = false;
+            match r {
+                Ok(()) => {}
+                Err(e) if is_leftover(s) => leftover_stays(it, s, e),
+                Err(errno) => {
+                    let undone = self.undo_all(it, &it.steps[..k]);
+                    return Err(Failed { errno, undone });
                 }
             }
-            return Err(Failed { errno, undone });
         }
         Ok(())
+    }
+
+    /// Undoes the renames and swaps of `done`, last first; whether all of
+    /// them were undone. (Removals among them were of copies no client
+    /// could see.)
+    fn undo_all(&self, it: &Intent, done: &[Step]) -> bool {
+        let mut undone = true;
+        for s in done.iter().rev().filter(|s| s.moves()) {
+            if let Err(e) = self.undo(it, s) {
+                log::error!(
+                    "cannot undo step {s:?} of the {} of {:?} and {:?}: {e}",
+                    it.op,
+                    os(&it.a),
+                    os(&it.b)
+                );
+                undone = false;
+            }
+        }
+        undone
     }
 
     /// Holds off every lookup of the two names and every listing, as the
@@ -409,11 +495,16 @@ impl Fs {
         (lists, scans)
     }
 
+    /// The names of the tiers, in order (for records).
+    fn tier_names(&self) -> Vec<String> {
+        self.tiers.iter().map(|t| t.name.clone()).collect()
+    }
+
     /// Writes `it`'s record into the state directory of the first tier
     /// the change touches that takes it (a full tier is passed over),
     /// synced before any step runs.
     fn write_record(&self, it: &Intent) -> Result<Record> {
-        let text = it.encode();
+        let text = it.encode(&self.tier_names());
         let mut tiers: Vec<usize> = it.steps.iter().map(Step::tier).collect();
         tiers.sort_unstable();
         tiers.dedup();
@@ -428,7 +519,7 @@ impl Fs {
             }
         }
         log::warn!(
-            "{:?} of {:?} and {:?} refused: no tier takes its intent record ({last})",
+            "{} of {:?} and {:?} refused: no tier takes its intent record ({last})",
             it.op,
             os(&it.a),
             os(&it.b)
@@ -438,19 +529,29 @@ impl Fs {
 
     fn write_record_on(&self, tier: usize, text: &str) -> Result<Record> {
         let dir = self.state_dir(tier, INTENT_DIR)?;
-        let name = format!(
-            "{}-{}",
-            std::process::id(),
-            RECORD_SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let fd = rustix::fs::openat(
-            &*dir,
-            name.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        let record = Record { dir, name };
-        let mut f = std::fs::File::from(fd);
+        // A name no earlier run used: pid, a counter, and the time.
+        let fd = loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let name = format!(
+                "{}-{}-{now:x}",
+                std::process::id(),
+                RECORD_SEQ.fetch_add(1, Ordering::Relaxed)
+            );
+            match rustix::fs::openat(
+                &*dir,
+                name.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => break (fd, name),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let record = Record { dir, name: fd.1 };
+        let mut f = std::fs::File::from(fd.0);
         let written = f
             .write_all(text.as_bytes())
             .map_err(Errno::from)
@@ -497,7 +598,8 @@ impl Fs {
                 let (fd, fname) = t.parent(it.path(from))?;
                 let (td, tname) = t.parent(it.path(from.other()))?;
                 // An exchange's move never replaces anything; a rename's
-                // replaces the target's copy on the same tier.
+                // replaces the target's copy on the same tier (a file, or
+                // an empty directory, which rename(2) checks).
                 let flags = match it.op {
                     Op::Exchange => RenameFlags::NOREPLACE,
                     Op::Rename => RenameFlags::empty(),
@@ -512,18 +614,33 @@ impl Fs {
                     rustix::fs::renameat_with(&ad, os(aname), &bd, os(bname), RenameFlags::EXCHANGE)
                 })
             }
-            Step::Remove { tier, at, .. } => {
+            Step::Remove { tier, at, how, .. } => {
                 let p = it.path(at);
-                match self.tier(tier)?.lstat(p) {
-                    Ok(st) => self.remove_copy(tier, p, &st),
-                    Err(e) if not_here(&e) => Ok(()),
-                    Err(e) => Err(e.into()),
+                let st = match self.tier(tier)?.lstat(p) {
+                    Ok(st) => st,
+                    Err(e) if not_here(&e) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                };
+                match how {
+                    Removal::Stale => self.remove_copy(tier, p, &st),
+                    Removal::Leftover => {
+                        let (dir, name) = self.tier(tier)?.parent(p)?;
+                        let flags = if super::is_dir(&st) {
+                            AtFlags::REMOVEDIR
+                        } else {
+                            AtFlags::empty()
+                        };
+                        match rustix::fs::unlinkat(&dir, os(name), flags) {
+                            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                            Err(e) => Err(e.into()),
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// Takes back a step that ran (as dfs). Removals cannot be undone.
+    /// Takes back a rename or swap that ran (as dfs).
     fn undo(&self, it: &Intent, s: &Step) -> Result<()> {
         match *s {
             Step::Move { tier, from, id } => {
@@ -558,9 +675,9 @@ impl Fs {
                     Side::A => (&a, &b),
                     Side::B => (&b, &a),
                 };
-                if is(dst, id) {
+                if is(dst, id) && !is(src, id) {
                     State::Done
-                } else if is(src, id) {
+                } else if is(src, id) && !is(dst, id) {
                     State::NotDone
                 } else {
                     State::Unknown
@@ -575,19 +692,11 @@ impl Fs {
                     State::Unknown
                 }
             }
-            Step::Remove { at: side, ino, .. } => {
-                let now = match side {
-                    Side::A => &a,
-                    Side::B => &b,
-                };
-                // A new file on the recorded inode number is caught by the
-                // ctime check before anything is removed.
-                if now.as_ref().is_some_and(|n| n.ino == *ino) {
-                    State::NotDone
-                } else {
-                    State::Done
-                }
-            }
+            Step::Remove { at: side, ino, .. } => match (side, &a, &b) {
+                (Side::A, None, _) | (Side::B, _, None) => State::Done,
+                (Side::A, Some(n), _) | (Side::B, _, Some(n)) if n.ino == *ino => State::NotDone,
+                _ => State::Unknown,
+            },
         }
     }
 
@@ -606,15 +715,19 @@ impl Fs {
     /// Finishes or undoes every change a crash left half-made (run at
     /// mount, before clients arrive). Returns how many records it handled.
     pub fn recover_intents(&self) -> usize {
+        let names = self.tier_names();
         let mut handled = 0;
         for t in self.tiers.iter() {
-            let Some((dir, names)) = super::transfer::list_state_dir(t, INTENT_DIR) else {
+            let Some((dir, records)) = super::transfer::list_state_dir(t, INTENT_DIR) else {
                 continue;
             };
-            for name in names {
+            for rec in records {
+                if rec.ends_with(UNRESOLVED.as_bytes()) {
+                    continue;
+                }
                 let text = rustix::fs::openat(
                     &dir,
-                    os(&name),
+                    os(&rec),
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
@@ -624,20 +737,36 @@ impl Fs {
                     std::fs::File::from(fd).read_to_string(&mut s).ok()?;
                     Some(s)
                 });
-                let keep = match text.as_deref().and_then(Intent::decode) {
+                let outcome = match text.as_deref().map(|s| Intent::decode(s, &names)) {
+                    Some(Ok(it)) => self.recover(&it),
                     // Cut short while it was written: no step had run.
-                    None => {
+                    None | Some(Err(None)) => {
                         log::warn!(
                             "intent record {:?} on tier {} is incomplete: removed (no step of it ran)",
-                            os(&name),
+                            os(&rec),
                             t.name
                         );
-                        false
+                        Recovered::Ended
                     }
-                    Some(it) => self.recover(&it),
+                    Some(Err(Some(tier))) => {
+                        log::error!(
+                            "intent record {:?} on tier {} names tier {tier:?}, which this mount does not have: left as it is",
+                            os(&rec),
+                            t.name
+                        );
+                        Recovered::Unresolved
+                    }
                 };
-                if !keep {
-                    let _ = rustix::fs::unlinkat(&dir, os(&name), AtFlags::empty());
+                match outcome {
+                    Recovered::Ended => {
+                        let _ = rustix::fs::unlinkat(&dir, os(&rec), AtFlags::empty());
+                    }
+                    Recovered::Retry => {}
+                    Recovered::Unresolved => {
+                        let mut to = rec.clone();
+                        to.extend_from_slice(UNRESOLVED.as_bytes());
+                        let _ = rustix::fs::renameat(&dir, os(&rec), &dir, os(&to));
+                    }
                 }
                 handled += 1;
             }
@@ -645,85 +774,121 @@ impl Fs {
         handled
     }
 
-    /// Brings one recorded change to an end; returns whether its record
-    /// must stay (something failed that a later mount may retry).
-    fn recover(&self, it: &Intent) -> bool {
+    /// Brings one recorded change to an end.
+    fn recover(&self, it: &Intent) -> Recovered {
         let (a, b) = (os(&it.a), os(&it.b));
         let states: Vec<State> = it.steps.iter().map(|s| self.state(it, s)).collect();
-        let done = states.iter().filter(|s| **s == State::Done).count();
-        for (s, st) in it.steps.iter().zip(&states) {
-            if *st == State::Unknown {
-                log::warn!(
-                    "interrupted {:?} of {a:?} and {b:?}: step {s:?} does not match the tier any more (changed meanwhile); left as it is",
-                    it.op
-                );
-            }
+        let moves = || it.steps.iter().zip(&states).filter(|(s, _)| s.moves());
+        if let Some((s, _)) = moves().find(|(_, st)| **st == State::Unknown) {
+            log::error!(
+                "interrupted {} of {a:?} and {b:?}: step {s:?} matches neither its before nor its after (the tier changed meanwhile); nothing touched, record kept as *{UNRESOLVED}",
+                it.op
+            );
+            return Recovered::Unresolved;
         }
         let mut failed = false;
-        if done == it.steps.len() {
-            log::info!("interrupted {:?} of {a:?} and {b:?} had completed", it.op);
-        } else if it.op == Op::Exchange {
-            for (s, st) in it.steps.iter().zip(&states).rev() {
-                if *st == State::Done
-                    && let Err(e) = self.undo(it, s)
-                {
-                    log::error!("cannot undo step {s:?} of the exchange of {a:?} and {b:?}: {e}");
-                    failed = true;
-                }
-            }
-            log::info!("undid an interrupted exchange of {a:?} and {b:?}");
-        } else if done == 0 {
-            log::info!("interrupted rename of {a:?} to {b:?} had not started");
-        } else {
+        if moves().all(|(_, st)| *st == State::Done) {
             for (s, st) in it.steps.iter().zip(&states) {
-                if *st != State::NotDone {
-                    continue;
-                }
-                if let Err(e) = self.finish_step(it, s) {
-                    log::error!("cannot finish step {s:?} of the rename of {a:?} to {b:?}: {e}");
-                    failed = true;
+                match st {
+                    State::NotDone => {
+                        if let Err(e) = self.finish_removal(it, s) {
+                            log::error!("cannot remove stale copy {s:?} of {b:?}: {e}");
+                            failed = true;
+                        }
+                    }
+                    State::Unknown => {
+                        log::warn!("stale copy {s:?} of {b:?} was replaced meanwhile: kept")
+                    }
+                    State::Done => {}
                 }
             }
-            log::info!("finished an interrupted rename of {a:?} to {b:?}");
+            log::info!("finished an interrupted {} of {a:?} and {b:?}", it.op);
+        } else {
+            let done: Vec<Step> = it
+                .steps
+                .iter()
+                .zip(&states)
+                .filter(|(_, st)| **st == State::Done)
+                .map(|(s, _)| *s)
+                .collect();
+            failed = !self.undo_all(it, &done);
+            log::info!("undid an interrupted {} of {a:?} and {b:?}", it.op);
         }
-        if !failed && self.sync_paths(it).is_err() {
-            failed = true;
+        if failed || self.sync_paths(it).is_err() {
+            Recovered::Retry
+        } else {
+            Recovered::Ended
         }
-        failed
     }
 
-    /// Runs a step a crash left undone, on the copy the record names only.
-    fn finish_step(&self, it: &Intent, s: &Step) -> Result<()> {
-        match *s {
-            Step::Remove {
-                tier, at, ctime, ..
-            } => {
-                let st = self.tier(tier)?.lstat(it.path(at))?;
-                if [st.st_ctime, st.st_ctime_nsec as i64] != ctime {
-                    log::warn!(
-                        "stale copy {:?} on tier {tier} changed since the rename: kept",
-                        os(it.path(at))
-                    );
-                    return Ok(());
-                }
-                self.apply(None, it, s)
-            }
-            Step::Move { tier, from, .. } => {
-                self.clone_parents(tier, split_parent(it.path(from.other())).0)?;
-                self.apply(None, it, s)
-            }
-            Step::Swap { .. } => self.apply(None, it, s),
+    /// Removes a stale copy a crash left, if it is still the one recorded:
+    /// same inode and, unless it is an empty leftover (which `rmdir`
+    /// checks), unchanged since.
+    fn finish_removal(&self, it: &Intent, s: &Step) -> Result<()> {
+        let Step::Remove {
+            tier,
+            at,
+            ctime,
+            how,
+            ..
+        } = *s
+        else {
+            return Ok(());
+        };
+        let st = self.tier(tier)?.lstat(it.path(at))?;
+        if how == Removal::Stale && [st.st_ctime, st.st_ctime_nsec as i64] != ctime {
+            log::warn!(
+                "stale copy {:?} on tier {tier} changed since the rename: kept",
+                os(it.path(at))
+            );
+            return Ok(());
         }
+        self.apply(None, it, s)
     }
+}
+
+/// How recovery left a record.
+enum Recovered {
+    /// Done with: the record goes.
+    Ended,
+    /// Something failed that the next mount may retry: the record stays.
+    Retry,
+    /// Nothing done; kept as `*.unresolved` for the operator.
+    Unresolved,
+}
+
+fn is_leftover(s: &Step) -> bool {
+    matches!(
+        s,
+        Step::Remove {
+            how: Removal::Leftover,
+            ..
+        }
+    )
+}
+
+/// An empty leftover that could not be removed (something appeared in it
+/// meanwhile) stays: it merges into the renamed directory.
+fn leftover_stays(it: &Intent, s: &Step, e: Errno) {
+    log::warn!(
+        "{} of {:?} to {:?}: leftover {s:?} not removed ({e}); it stays, merged into {:?}",
+        it.op,
+        os(&it.a),
+        os(&it.b),
+        os(&it.b)
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_round_trip_with_any_bytes() {
-        let it = Intent {
+    fn tiers() -> Vec<String> {
+        vec!["pss".into(), "sss".into(), "cold".into()]
+    }
+
+    fn sample() -> Intent {
+        Intent {
             op: Op::Exchange,
             a: b"dir/caf\xe9".to_vec(),
             b: b"other/\x01name".to_vec(),
@@ -752,32 +917,43 @@ mod tests {
                     at: Side::A,
                     ino: 14,
                     ctime: [1_700_000_000, 5],
+                    how: Removal::Leftover,
                 },
             ],
-        };
-        assert_eq!(Intent::decode(&it.encode()), Some(it));
+        }
+    }
+
+    #[test]
+    fn records_round_trip_with_any_bytes() {
+        let it = sample();
+        assert_eq!(Intent::decode(&it.encode(&tiers()), &tiers()), Ok(it));
+    }
+
+    #[test]
+    fn records_follow_the_tiers_by_name() {
+        let it = sample();
+        let text = it.encode(&tiers());
+        // The next mount lists the tiers in another order.
+        let now = vec!["cold".to_string(), "pss".into(), "sss".into()];
+        let got = Intent::decode(&text, &now).expect("decode");
+        let idx: Vec<usize> = got.steps.iter().map(Step::tier).collect();
+        assert_eq!(idx, vec![1, 2, 0]);
+        // A tier that is gone: named, not guessed.
+        let fewer = vec!["pss".to_string(), "sss".into()];
+        assert_eq!(Intent::decode(&text, &fewer), Err(Some("cold".into())));
     }
 
     #[test]
     fn a_record_cut_short_does_not_parse() {
-        let it = Intent {
-            op: Op::Rename,
-            a: b"a".to_vec(),
-            b: b"b".to_vec(),
-            steps: vec![Step::Move {
-                tier: 1,
-                from: Side::A,
-                id: Id {
-                    ino: 7,
-                    born: [0, 0],
-                },
-            }],
-        };
-        let text = it.encode();
+        let text = sample().encode(&tiers());
         for cut in 0..text.len() {
-            assert_eq!(Intent::decode(&text[..cut]), None, "prefix of {cut} bytes");
+            assert_eq!(
+                Intent::decode(&text[..cut], &tiers()),
+                Err(None),
+                "prefix of {cut} bytes"
+            );
         }
-        assert_eq!(Intent::decode(TRAILER), None);
+        assert_eq!(Intent::decode(TRAILER, &tiers()), Err(None));
     }
 
     #[test]

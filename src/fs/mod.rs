@@ -228,6 +228,9 @@ pub struct Fs {
     writer_counts: IdMap<u32>,
     /// Test hook for changes of several steps (see [`intent::Fault`]).
     intent_fault: parking_lot::Mutex<Option<intent::Fault>>,
+    /// Mover switches begun and ended (see `no_switch`).
+    pub(crate) switch_started: AtomicU64,
+    pub(crate) switch_ended: AtomicU64,
 }
 
 /// What changes when a file's data does: size, mtime and ctime.
@@ -513,6 +516,8 @@ impl Fs {
             unpin_on_close: IdMap::default(),
             writer_counts: IdMap::default(),
             intent_fault: parking_lot::Mutex::new(None),
+            switch_started: AtomicU64::new(0),
+            switch_ended: AtomicU64::new(0),
         }
     }
 
@@ -547,15 +552,22 @@ impl Fs {
                 return Ok(d.clone());
             }
         }
-        let rel = self.nodes.path_of(ino)?;
-        let mut fds = Vec::with_capacity(self.tiers.len());
-        for t in self.tiers.iter() {
-            match t.open(&rel, OFlags::PATH | OFlags::DIRECTORY) {
-                Ok(fd) => fds.push(Some(fd)),
-                Err(e) if not_here(&e) => fds.push(None),
-                Err(e) => return Err(e.into()),
+        // Not while a change of several steps moves directories between
+        // paths (it holds this for writing, and updates the node table
+        // before it lets go): the path and the tiers must agree.
+        let fds = {
+            let _steps = self.list_guard.read();
+            let rel = self.nodes.path_of(ino)?;
+            let mut fds = Vec::with_capacity(self.tiers.len());
+            for t in self.tiers.iter() {
+                match t.open(&rel, OFlags::PATH | OFlags::DIRECTORY) {
+                    Ok(fd) => fds.push(Some(fd)),
+                    Err(e) if not_here(&e) => fds.push(None),
+                    Err(e) => return Err(e.into()),
+                }
             }
-        }
+            fds
+        };
         if fds.iter().all(Option::is_none) {
             self.dircache.remove(&ino);
             return Err(Errno(libc::ENOENT));
@@ -564,7 +576,7 @@ impl Fs {
             .tiers
             .iter()
             .zip(&fds)
-            .map(|(t, fd)| empty::EmptyCopy::new(fd.is_some() && t.local_times))
+            .map(|(t, fd)| empty::EmptyCopy::new(fd.is_some() && t.local_times, t.dev))
             .collect();
         let d = Arc::new(DirFds {
             epoch,
@@ -1389,7 +1401,19 @@ impl Fs {
         // Both directories through their cached tier handles: no path walks.
         let pd = self.dir_fds(parent)?;
         let nd = self.dir_fds(newparent)?;
-        let src_copies = self.find_all_at(&pd, name)?;
+        // The copies of both names, with no mover switch of either file
+        // running meanwhile or after (see `no_switch`): rename drops copies
+        // it sees as shadowed, and a switch makes a shadowed copy the only
+        // one.
+        let ((src_copies, dst_copies), _no_switch) = self.no_switch(|| {
+            let s = self.find_all_at(&pd, name)?;
+            let d = self.find_all_at(&nd, newname)?;
+            let ino = |d: &DirFds, n: &[u8], c: &[(usize, Stat)]| {
+                c.first().map(|(t, st)| self.ino_at(d, *t, n, st))
+            };
+            let inos = [ino(&pd, name, &s), ino(&nd, newname, &d)];
+            Ok(((s, d), inos))
+        })?;
         let (ta, sst) = src_copies.first().copied().ok_or(Errno(libc::ENOENT))?;
         // Renaming a directory (or swapping names) changes where directories
         // are; a file rename does not (removed junk copies bump on their own).
@@ -1397,7 +1421,6 @@ impl Fs {
         if src == dst {
             return Ok(());
         }
-        let dst_copies = self.find_all_at(&nd, newname)?;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         if noreplace && !dst_copies.is_empty() {
@@ -1407,10 +1430,10 @@ impl Fs {
         if exchange {
             let (tb, dst_st) = dst_copies.first().copied().ok_or(Errno(libc::ENOENT))?;
             let dst_ino = self.ino_at(&nd, tb, newname, &dst_st);
-            self.exchange(c, &src, &src_copies, &dst, &dst_copies)?;
-            self.nodes.rename(src_ino, parent, name, newparent, newname);
-            self.nodes.rename(dst_ino, newparent, newname, parent, name);
-            return Ok(());
+            return self.exchange(c, &src, &src_copies, &dst, &dst_copies, || {
+                self.nodes.rename(src_ino, parent, name, newparent, newname);
+                self.nodes.rename(dst_ino, newparent, newname, parent, name);
+            });
         }
         let mut dst_ino = None;
         if let Some((tb, dw)) = dst_copies.first() {
@@ -1427,6 +1450,19 @@ impl Fs {
             }
             dst_ino = Some(self.ino_at(&nd, *tb, newname, dw));
         }
+        // What the kernel is told once the name has moved (in the quiesced
+        // section when the change takes several steps).
+        let renamed = || {
+            if let Some(d) = dst_ino {
+                if let Some((_, dw)) = dst_copies.first()
+                    && !is_dir(dw)
+                {
+                    self.last_name_gone(d, dw);
+                }
+                self.nodes.drop_link(d, newparent, newname);
+            }
+            self.nodes.rename(src_ino, parent, name, newparent, newname);
+        };
         let (dst_parent, _) = split_parent(&dst);
         let rename = |steps: Vec<Step>| Intent {
             op: Op::Rename,
@@ -1475,54 +1511,114 @@ impl Fs {
                     from: Side::A,
                     id: self.id_of(ta, &src, &sst),
                 }];
-                steps.extend(stale.map(|(i, st)| Step::remove(*i, Side::B, st)));
-                self.run_steps(c, &rename(steps), true)?;
+                steps.extend(
+                    stale.map(|(i, st)| Step::remove(*i, Side::B, st, intent::Removal::Stale)),
+                );
+                self.run_steps(c, &rename(steps), true, renamed)?;
             } else {
                 // One visible step: the rename, through the cached handles.
                 self.checked(c, || rustix::fs::renameat(sd, os(name), dd, os(newname)))?;
                 for (i, st) in stale {
                     self.remove_copy(*i, &dst, st)?;
                 }
+                renamed();
             }
         } else {
-            let dir_tiers: Vec<usize> = src_copies
-                .iter()
-                .filter(|(_, s)| is_dir(s))
-                .map(|(i, _)| *i)
-                .collect();
-            // Junk: non-directory copies of a shadowed by the directory.
-            for (i, st) in src_copies.iter().filter(|(_, s)| !is_dir(s)) {
-                self.remove_copy(*i, &src, st)?;
+            // Junk no client sees: non-directory copies of a shadowed by the
+            // directory, and of b (whose winner is an empty directory).
+            for (p, copies) in [(&src, &src_copies), (&dst, &dst_copies)] {
+                for (i, st) in copies.iter().filter(|(_, s)| !is_dir(s)) {
+                    self.remove_copy(*i, p, st)?;
+                }
             }
-            // Copies of b where a has no directory (empty dirs or junk)
-            // go, then a is renamed on every tier that has it.
-            let mut steps: Vec<Step> = dst_copies
+            // a moves on every tier that has it, slowest first, then b's
+            // empty copies where a has none go (rmdir: whatever appeared in
+            // one meanwhile stays, merged into b). When that takes several
+            // steps, a moves onto b's empty copy by a swap (so that it can
+            // be undone), and the swapped-out copy goes at the end; alone,
+            // a plain rename replaces it atomically.
+            let b_dir = |i: usize| dst_copies.iter().find(|(t, s)| *t == i && is_dir(s));
+            let a_dirs: Vec<&(usize, Stat)> =
+                src_copies.iter().rev().filter(|(_, s)| is_dir(s)).collect();
+            let mut leftovers: Vec<Step> = dst_copies
                 .iter()
                 .rev()
-                .filter(|(i, st)| !dir_tiers.contains(i) || !is_dir(st))
-                .map(|(i, st)| Step::remove(*i, Side::B, st))
+                .filter(|(i, s)| is_dir(s) && !a_dirs.iter().any(|(t, _)| t == i))
+                .map(|(i, st)| Step::remove(*i, Side::B, st, intent::Removal::Leftover))
                 .collect();
-            for (i, st) in src_copies.iter().rev().filter(|(_, s)| is_dir(s)) {
-                self.clone_parents(*i, dst_parent)?;
-                steps.push(Step::Move {
-                    tier: *i,
-                    from: Side::A,
-                    id: self.id_of(*i, &src, st),
-                });
+            let several = a_dirs.len() + leftovers.len() > 1;
+            let mut steps: Vec<Step> = Vec::new();
+            for (i, st) in a_dirs {
+                let id = self.id_of(*i, &src, st);
+                match b_dir(*i) {
+                    Some((_, bst)) if several => {
+                        steps.push(Step::Swap {
+                            tier: *i,
+                            a: id,
+                            b: self.id_of(*i, &dst, bst),
+                        });
+                        leftovers.push(Step::remove(*i, Side::A, bst, intent::Removal::Leftover));
+                    }
+                    Some(_) => steps.push(Step::Move {
+                        tier: *i,
+                        from: Side::A,
+                        id,
+                    }),
+                    None => {
+                        self.clone_parents(*i, dst_parent)?;
+                        steps.push(Step::Move {
+                            tier: *i,
+                            from: Side::A,
+                            id,
+                        });
+                    }
+                }
             }
-            let recorded = steps.len() > 1;
-            self.run_steps(c, &rename(steps), recorded)?;
+            steps.extend(leftovers);
+            self.run_steps(c, &rename(steps), several, renamed)?;
         }
-        if let Some(d) = dst_ino {
-            if let Some((_, dw)) = dst_copies.first()
-                && !is_dir(dw)
-            {
-                self.last_name_gone(d, dw);
-            }
-            self.nodes.drop_link(d, newparent, newname);
-        }
-        self.nodes.rename(src_ino, parent, name, newparent, newname);
         Ok(())
+    }
+
+    /// The result of `find` (which also gives the node ids of the files it
+    /// found), with the mover's switch locks of those ids held for reading
+    /// (a switch of them waits for the caller), as of a moment no switch
+    /// of them ran: if one ran or was running meanwhile, `find` runs again
+    /// under the locks. In the steady state (no mover pass switching)
+    /// that costs two atomic loads.
+    fn no_switch<T>(
+        &self,
+        find: impl Fn() -> Result<(T, [Option<u64>; 2])>,
+    ) -> Result<(T, Vec<parking_lot::RwLockReadGuard<'_, ()>>)> {
+        loop {
+            let ended = self.switch_ended.load(Ordering::SeqCst);
+            let started = self.switch_started.load(Ordering::SeqCst);
+            let (v, inos) = find()?;
+            let stripes = self.switch_stripes(inos);
+            let held: Vec<_> = stripes.iter().map(|&i| self.switch[i].read()).collect();
+            if started == ended && self.switch_started.load(Ordering::SeqCst) == started {
+                return Ok((v, held));
+            }
+            // A switch ran or is running: look again. No switch of these
+            // files can start while their stripes are held.
+            let (v, inos) = find()?;
+            if self.switch_stripes(inos) == stripes {
+                return Ok((v, held));
+            }
+            // The names now stand for other files: start over.
+        }
+    }
+
+    /// The switch-lock stripes of `inos`, sorted, each once.
+    fn switch_stripes(&self, inos: [Option<u64>; 2]) -> Vec<usize> {
+        let mut v: Vec<usize> = inos
+            .iter()
+            .flatten()
+            .map(|&i| self.switch_index(i))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// RENAME_EXCHANGE. Invisible copies (shadowed non-directories, and
@@ -1530,7 +1626,7 @@ impl Fs {
     /// are swapped on every tier that holds either: atomically where a tier
     /// holds both, by a rename where it holds one. A directory merged from
     /// several tiers swaps as a whole. Never EXDEV; across tiers, all or
-    /// nothing (see `intent`).
+    /// nothing (see `intent`). `done` updates the node table.
     fn exchange(
         &self,
         c: Caller,
@@ -1538,6 +1634,7 @@ impl Fs {
         a_copies: &[(usize, Stat)],
         b: &[u8],
         b_copies: &[(usize, Stat)],
+        done: impl FnOnce(),
     ) -> Result<()> {
         let mut kept: [Vec<(usize, Stat)>; 2] = [Vec::new(), Vec::new()];
         for (p, copies, keep) in [(a, a_copies, 0), (b, b_copies, 1)] {
@@ -1590,7 +1687,7 @@ impl Fs {
             b: b.to_vec(),
             steps,
         };
-        self.run_steps(c, &it, recorded)
+        self.run_steps(c, &it, recorded, done)
     }
 
     // ---- files -------------------------------------------------------------

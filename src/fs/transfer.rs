@@ -343,6 +343,9 @@ impl Fs {
         stripes.sort_unstable();
         stripes.dedup();
         let _switch: Vec<_> = stripes.iter().map(|&i| self.switch[i].write()).collect();
+        // Renames that looked at these files before the locks look again
+        // (`Fs::no_switch`); dropped before the locks are.
+        let _switching = Switching::begin(self);
         struct Go {
             p: PreparedMove,
             ddir: OwnedFd,
@@ -591,6 +594,23 @@ pub(super) fn list_state_dir(t: &crate::tiers::Tier, sub: &str) -> Option<(Owned
         }
     }
     Some((dir, names))
+}
+
+/// A mover switch in progress, counted for `Fs::no_switch`: begun when
+/// made (with the switch locks held), ended when dropped.
+struct Switching<'a>(&'a Fs);
+
+impl<'a> Switching<'a> {
+    fn begin(fs: &'a Fs) -> Self {
+        fs.switch_started.fetch_add(1, Ordering::SeqCst);
+        Switching(fs)
+    }
+}
+
+impl Drop for Switching<'_> {
+    fn drop(&mut self) {
+        self.0.switch_ended.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// Each file of a batch (by path) and what became of it.

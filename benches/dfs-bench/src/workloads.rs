@@ -375,7 +375,8 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 /// bytes past a 64-byte boundary (where glibc puts a 1 MiB Vec) run at
 /// ~2.5 GB/s from the page cache against ~11 GB/s aligned, and add ~1.4 us
 /// to a 4 KiB pread. Every timed read uses one (seq, rand, small/read,
-/// tier2-read, the mover's client), so that the line measures the
+/// tier2-read, the mover's client), and the timed writes (seq-write,
+/// write-4k, small/create) write from one, so that the line measures the
 /// filesystem, not where the buffer happened to land.
 pub struct AlignedBuf {
     v: Vec<u8>,
@@ -393,8 +394,19 @@ impl AlignedBuf {
         AlignedBuf { v, at, len }
     }
 
+    /// A page-aligned copy of `data`: the source of timed writes.
+    pub fn from(data: &[u8]) -> AlignedBuf {
+        let mut b = AlignedBuf::new(data.len());
+        b.as_mut().copy_from_slice(data);
+        b
+    }
+
     pub fn as_mut(&mut self) -> &mut [u8] {
         &mut self.v[self.at..self.at + self.len]
+    }
+
+    pub fn as_ref(&self) -> &[u8] {
+        &self.v[self.at..self.at + self.len]
     }
 }
 
@@ -492,13 +504,14 @@ pub fn run(cmd: &mut Command, ok_codes: &[i32]) -> io::Result<String> {
 /// reads by passthrough.
 pub fn seq(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     let s = &ctx.sizes;
-    let chunk = pattern(s.io_size, 1);
+    let chunk = AlignedBuf::from(&pattern(s.io_size, 1));
+    let chunk = chunk.as_ref();
     let mut aligned = AlignedBuf::new(s.io_size);
     let buf = aligned.as_mut();
     let mb = s.seq_bytes as f64 / 1e6;
     let small = s.seq_bytes / 16;
     let probe = PtProbe::start(ctx, &ctx.scratch.join("probe-seq.dat"), |p| {
-        write_file(p, &chunk, s.seq_bytes)
+        write_file(p, chunk, s.seq_bytes)
     })?;
     let lanes = ctx.lanes(probe.as_ref());
     let warm = Line {
@@ -513,7 +526,7 @@ pub fn seq(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
             sync();
             ctx.settle();
             ctx.rate(t, "seq-write", "MB/s", side, mb, || {
-                write_file(&path, &chunk, s.seq_bytes)
+                write_file(&path, chunk, s.seq_bytes)
             })?;
 
             let path4k = ctx.root(side).join("write4k.dat");
@@ -632,7 +645,8 @@ pub fn rand_read(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
 /// its directory), delete (unlink every file, rmdir the directories).
 pub fn small_files(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
     let s = &ctx.sizes;
-    let content = pattern(s.small_size, 3);
+    let content = AlignedBuf::from(&pattern(s.small_size, 3));
+    let content = content.as_ref();
     let mut buf = AlignedBuf::new(s.small_size + 4096);
     let n = s.small_files as f64;
     for (_, side) in ctx.order() {
@@ -648,7 +662,7 @@ pub fn small_files(ctx: &Ctx, t: &mut Table) -> io::Result<()> {
                 fs::create_dir(d)?;
             }
             for f in &files {
-                File::create(f)?.write_all(&content)?;
+                File::create(f)?.write_all(content)?;
             }
             Ok(())
         })?;

@@ -197,7 +197,14 @@ fn kill_9_during_passes_loses_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let delay = rng.next() % (MAX_DELAY_MS + 1);
+        // Mostly early in a pass (copies, the first switches); every fourth
+        // kill later, so that switches have run even on a loaded machine
+        // (a first batch can take over MAX_DELAY_MS to copy there).
+        let delay = if it % 4 == 3 {
+            MAX_DELAY_MS + rng.next() % (3 * MAX_DELAY_MS)
+        } else {
+            rng.next() % (MAX_DELAY_MS + 1)
+        };
         thread::sleep(Duration::from_millis(delay));
         let (st, _) = m.signal_and_wait(libc::SIGKILL, Duration::from_secs(10));
         assert!(st.is_some(), "dfs survived SIGKILL");

@@ -114,10 +114,13 @@ pub enum Removal {
     /// tree only for a directory shadowed under a file, which no client
     /// can see). If it cannot go, the change fails and is undone.
     Stale,
-    /// An empty leftover of a directory (the target's copy on a tier the
-    /// source has none, or the target's copy swapped aside): `rmdir`, or
-    /// `unlink` for a file under it that no client can see. If it cannot
-    /// go, it stays and merges into the renamed directory.
+    /// The target's empty copy, swapped aside to the source's path on the
+    /// same tier: `rmdir`. If it cannot go (something appeared in it), the
+    /// change fails and is undone, as a plain rename onto a directory that
+    /// is not empty fails.
+    Aside,
+    /// An empty copy of the target on a tier the source has none: `rmdir`.
+    /// If it cannot go, it stays and merges into the renamed directory.
     Leftover,
 }
 
@@ -300,8 +303,10 @@ impl Fault {
 enum State {
     Done,
     NotDone,
-    /// Neither: the tier changed since (or could not be read).
+    /// Neither: the tier changed since.
     Unknown,
+    /// The tier could not be read (try again later).
+    Error,
 }
 
 /// The identity of `rel` on tier `t`, with its stat: `Ok(None)` when
@@ -396,6 +401,10 @@ impl Fs {
             }
             r
         };
+        if let Err(REPLAN) = result.as_ref().map_err(|f| f.errno) {
+            record.remove(); // nothing ran
+            return Err(REPLAN);
+        }
         let synced = self.sync_paths(it).is_ok();
         match result {
             Ok(()) => {
@@ -430,8 +439,36 @@ impl Fs {
     }
 
     fn run_recorded(&self, c: Caller, it: &Intent) -> std::result::Result<(), Failed> {
+        // The plan was made before the locks: every step must still find
+        // what it was planned on (a rename of an ancestor directory in the
+        // meantime moves the paths), or the change is planned again.
+        if let Some(s) = it.steps.iter().find(|s| !self.still_planned(it, s)) {
+            log::debug!(
+                "{} of {:?} and {:?}: step {s:?} no longer as planned",
+                it.op,
+                os(&it.a),
+                os(&it.b)
+            );
+            return Err(Failed {
+                errno: REPLAN,
+                undone: true,
+            });
+        }
         let fault = *self.intent_fault.lock();
+        let mut synced = false;
         for (k, s) in it.steps.iter().enumerate() {
+            // The renames must be durable before a removal on another
+            // filesystem is: otherwise a power cut could keep the removal
+            // and lose the rename (each filesystem journals on its own).
+            if !synced && !s.moves() {
+                synced = true;
+                if self.removals_cross_filesystems(it)
+                    && let Err(errno) = self.sync_tiers(it, |s| s.moves())
+                {
+                    let undone = self.undo_all(it, &it.steps[..k]);
+                    return Err(Failed { errno, undone });
+                }
+            }
             let r = match fault {
                 Some(Fault::Fail(at)) if at == k => Err(Errno(libc::EIO)),
                 Some(Fault::Abandon(at)) if at == k => {
@@ -457,6 +494,44 @@ impl Fs {
             }
         }
         Ok(())
+    }
+
+    /// Whether step `s` finds on its tier what it was planned on: the
+    /// copies it moves, or the copy it removes (or none: gone already). A
+    /// copy swapped aside is the target's copy its swap checks.
+    fn still_planned(&self, it: &Intent, s: &Step) -> bool {
+        match *s {
+            Step::Move { .. } | Step::Swap { .. } => self.state(it, s) == State::NotDone,
+            Step::Remove {
+                how: Removal::Aside,
+                ..
+            } => true,
+            Step::Remove {
+                tier,
+                at,
+                ino,
+                ctime,
+                ..
+            } => match self.tier(tier).map(|t| t.lstat(it.path(at))) {
+                Ok(Ok(st)) => {
+                    st.st_ino == ino
+                        && (super::is_dir(&st) || [st.st_ctime, st.st_ctime_nsec as i64] == ctime)
+                }
+                Ok(Err(e)) => not_here(&e),
+                Err(_) => false,
+            },
+        }
+    }
+
+    /// Whether some removal of `it` is on another filesystem than some
+    /// rename or swap of it.
+    fn removals_cross_filesystems(&self, it: &Intent) -> bool {
+        let dev = |s: &Step| self.tier(s.tier()).map(|t| t.dev).ok();
+        let moved: Vec<Option<u64>> = it.steps.iter().filter(|s| s.moves()).map(dev).collect();
+        it.steps
+            .iter()
+            .filter(|s| !s.moves())
+            .any(|r| moved.iter().any(|m| *m != dev(r)))
     }
 
     /// Undoes the renames and swaps of `done`, last first; whether all of
@@ -567,8 +642,18 @@ impl Fs {
     /// Makes the renames and removals of `it` durable: one fsync of each
     /// parent directory of the two paths on each tier involved.
     fn sync_paths(&self, it: &Intent) -> Result<()> {
+        self.sync_tiers(it, |_| true)
+    }
+
+    /// As [`Fs::sync_paths`], on the tiers of the steps `which` picks.
+    fn sync_tiers(&self, it: &Intent, which: impl Fn(&Step) -> bool) -> Result<()> {
         let mut dirs: Vec<OwnedFd> = Vec::new();
-        let mut tiers: Vec<usize> = it.steps.iter().map(Step::tier).collect();
+        let mut tiers: Vec<usize> = it
+            .steps
+            .iter()
+            .filter(|s| which(s))
+            .map(Step::tier)
+            .collect();
         tiers.sort_unstable();
         tiers.dedup();
         for t in tiers {
@@ -600,19 +685,27 @@ impl Fs {
                 // An exchange's move never replaces anything; a rename's
                 // replaces the target's copy on the same tier (a file, or
                 // an empty directory, which rename(2) checks).
-                let flags = match it.op {
-                    Op::Exchange => RenameFlags::NOREPLACE,
-                    Op::Rename => RenameFlags::empty(),
-                };
-                run(&|| rustix::fs::renameat_with(&fd, os(fname), &td, os(tname), flags))
+                match it.op {
+                    Op::Exchange => run(&|| rename_noreplace(&fd, fname, &td, tname)),
+                    Op::Rename => run(&|| rustix::fs::renameat(&fd, os(fname), &td, os(tname))),
+                }
             }
             Step::Swap { tier, .. } => {
                 let t = self.tier(tier)?;
                 let (ad, aname) = t.parent(&it.a)?;
                 let (bd, bname) = t.parent(&it.b)?;
-                run(&|| {
+                let swapped = run(&|| {
                     rustix::fs::renameat_with(&ad, os(aname), &bd, os(bname), RenameFlags::EXCHANGE)
-                })
+                });
+                match swapped {
+                    // A tier without RENAME_EXCHANGE (NFS, CIFS): a rename
+                    // onto the target's empty directory replaces it (which
+                    // an undo cannot bring back).
+                    Err(e) if it.op == Op::Rename && unsupported(e) => {
+                        run(&|| rustix::fs::renameat(&ad, os(aname), &bd, os(bname)))
+                    }
+                    r => r,
+                }
             }
             Step::Remove { tier, at, how, .. } => {
                 let p = it.path(at);
@@ -623,7 +716,7 @@ impl Fs {
                 };
                 match how {
                     Removal::Stale => self.remove_copy(tier, p, &st),
-                    Removal::Leftover => {
+                    Removal::Aside | Removal::Leftover => {
                         let (dir, name) = self.tier(tier)?.parent(p)?;
                         let flags = if super::is_dir(&st) {
                             AtFlags::REMOVEDIR
@@ -655,7 +748,24 @@ impl Fs {
                 };
                 self.apply(None, &it, &back)
             }
-            Step::Swap { .. } => self.apply(None, it, s),
+            Step::Swap { tier, a, .. } => {
+                let t = self.tier(tier)?;
+                // Done by the fallback (a rename that replaced the target's
+                // empty directory): a rename back is all there is.
+                if id_at(t, &it.a)?.is_none() && id_at(t, &it.b)?.is_some_and(|b| b.is(&a)) {
+                    log::warn!(
+                        "undoing the rename of {:?} to {:?} on tier {}: the tier has no RENAME_EXCHANGE, so the empty directory {:?} it replaced is gone",
+                        os(&it.a),
+                        os(&it.b),
+                        t.name,
+                        os(&it.b)
+                    );
+                    let (ad, aname) = t.parent(&it.a)?;
+                    let (bd, bname) = t.parent(&it.b)?;
+                    return Ok(rename_noreplace(&bd, bname, &ad, aname)?);
+                }
+                self.apply(None, it, s)
+            }
             Step::Remove { .. } => Err(Errno(libc::EIO)),
         }
     }
@@ -666,7 +776,7 @@ impl Fs {
             return State::Unknown;
         };
         let (Ok(a), Ok(b)) = (id_at(t, &it.a), id_at(t, &it.b)) else {
-            return State::Unknown;
+            return State::Error;
         };
         let is = |now: &Option<Id>, want: &Id| now.as_ref().is_some_and(|n| n.is(want));
         match s {
@@ -684,7 +794,10 @@ impl Fs {
                 }
             }
             Step::Swap { a: x, b: y, .. } => {
-                if is(&a, y) && is(&b, x) {
+                // (A rename on a tier without RENAME_EXCHANGE falls back to
+                // replacing the target's empty directory: a is then gone.)
+                let fell_back = it.op == Op::Rename && a.is_none() && is(&b, x);
+                if (is(&a, y) && is(&b, x)) || fell_back {
                     State::Done
                 } else if is(&a, x) && is(&b, y) {
                     State::NotDone
@@ -778,6 +891,13 @@ impl Fs {
     fn recover(&self, it: &Intent) -> Recovered {
         let (a, b) = (os(&it.a), os(&it.b));
         let states: Vec<State> = it.steps.iter().map(|s| self.state(it, s)).collect();
+        if states.contains(&State::Error) {
+            log::error!(
+                "interrupted {} of {a:?} and {b:?}: a tier could not be read; the record stays for the next mount",
+                it.op
+            );
+            return Recovered::Retry;
+        }
         let moves = || it.steps.iter().zip(&states).filter(|(s, _)| s.moves());
         if let Some((s, _)) = moves().find(|(_, st)| **st == State::Unknown) {
             log::error!(
@@ -788,6 +908,13 @@ impl Fs {
         }
         let mut failed = false;
         if moves().all(|(_, st)| *st == State::Done) {
+            // The renames durable before removals on another filesystem.
+            if self.removals_cross_filesystems(it)
+                && let Err(e) = self.sync_tiers(it, |s| s.moves())
+            {
+                log::error!("interrupted {} of {a:?} and {b:?}: cannot sync: {e}", it.op);
+                return Recovered::Retry;
+            }
             for (s, st) in it.steps.iter().zip(&states) {
                 match st {
                     State::NotDone => {
@@ -799,7 +926,7 @@ impl Fs {
                     State::Unknown => {
                         log::warn!("stale copy {s:?} of {b:?} was replaced meanwhile: kept")
                     }
-                    State::Done => {}
+                    State::Done | State::Error => {}
                 }
             }
             log::info!("finished an interrupted {} of {a:?} and {b:?}", it.op);
@@ -843,7 +970,45 @@ impl Fs {
             );
             return Ok(());
         }
-        self.apply(None, it, s)
+        match self.apply(None, it, s) {
+            // Something appeared in an empty directory left over: it stays.
+            Err(e) if how != Removal::Stale => {
+                leftover_stays(it, s, e);
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+/// What `run_steps` answers when a step no longer finds what it was
+/// planned on: the caller plans again (never reaches a client).
+pub(super) const REPLAN: Errno = Errno(i32::MIN);
+
+/// Whether a tier refused a rename flag it does not support (NFS takes
+/// none, CIFS only RENAME_NOREPLACE).
+fn unsupported(e: Errno) -> bool {
+    matches!(e.0, libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
+}
+
+/// rename(2) that never replaces the target: RENAME_NOREPLACE, or where
+/// the tier lacks it, a check that the target is absent first (the names
+/// are locked and lookups held off while dfs does this).
+fn rename_noreplace(
+    fd: &OwnedFd,
+    name: &[u8],
+    td: &OwnedFd,
+    tname: &[u8],
+) -> rustix::io::Result<()> {
+    match rustix::fs::renameat_with(fd, os(name), td, os(tname), RenameFlags::NOREPLACE) {
+        Err(e) if unsupported(Errno(e.raw_os_error())) => {
+            match rustix::fs::statat(td, os(tname), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(_) => Err(rustix::io::Errno::EXIST),
+                Err(rustix::io::Errno::NOENT) => rustix::fs::renameat(fd, os(name), td, os(tname)),
+                Err(e) => Err(e),
+            }
+        }
+        r => r,
     }
 }
 

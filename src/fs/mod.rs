@@ -1047,7 +1047,9 @@ impl Fs {
 
     /// Creates the missing directories of `dir_rel` on tier `to`, each a
     /// copy (mode, owner, times, xattrs) of the directory's winning copy.
-    fn clone_parents(&self, to: usize, dir_rel: &[u8]) -> Result<()> {
+    /// Returns the directories it made (path and inode), outermost first.
+    fn clone_parents(&self, to: usize, dir_rel: &[u8]) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut made = Vec::new();
         let t = self.tier(to)?;
         let mut end = 0;
         while end < dir_rel.len() {
@@ -1110,8 +1112,11 @@ impl Fs {
                 write_ino_xattr(&pdir, name, union_ino);
             }
             let _ = rustix::fs::utimensat(&pdir, os(name), &ts, AtFlags::SYMLINK_NOFOLLOW);
+            if let Ok(st) = rustix::fs::statat(&pdir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+                made.push((prefix.to_vec(), st.st_ino));
+            }
         }
-        Ok(())
+        Ok(made)
     }
 
     /// Every name-creating call: checks the name exists nowhere, places it
@@ -1297,12 +1302,48 @@ impl Fs {
         }
     }
 
+    /// Removes `name`'s copy on tier `i` in the directory whose tier
+    /// handles are `d`, if it is still the copy `st` (same inode): through
+    /// the held handle, so a directory moved meanwhile cannot send the
+    /// removal elsewhere. For invisible copies only, as [`Fs::remove_copy`].
+    fn remove_copy_at(&self, d: &DirFds, i: usize, name: &[u8], st: &Stat) -> Result<()> {
+        let Some(dir) = d.fds.get(i).and_then(Option::as_ref) else {
+            return Ok(());
+        };
+        match rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(now) if now.st_ino == st.st_ino => {}
+            Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        if is_dir(st) {
+            let _bump = DirsChanged(self);
+            dir::remove_tree(dir, name)
+        } else {
+            match rustix::fs::unlinkat(dir, os(name), AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+
+    /// fsyncs the copy on tier `i` of the directory whose tier handles are
+    /// `d` when tier `next` is on another filesystem (see `unlink`).
+    fn sync_if_crossing(&self, d: &DirFds, i: usize, next: usize) -> Result<()> {
+        if self.tiers.get(next).map(|t| t.dev) == self.tiers.get(i).map(|t| t.dev) {
+            return Ok(());
+        }
+        match d.fds.get(i).and_then(Option::as_ref) {
+            Some(dir) => transfer::sync_dirs(std::iter::once(dir)),
+            None => Ok(()),
+        }
+    }
+
     /// unlink: every copy goes, last tier first (rule 2).
     pub fn unlink(&self, c: Caller, parent: u64, name: &[u8]) -> Result<()> {
         if Self::reserved(parent, name) {
             return Err(Errno(libc::ENOENT));
         }
-        let rel = self.child(parent, name)?;
+        check_name(name)?;
         let _g = self.locks.lock(parent, name);
         // The parent's held tier handles, as lookup uses: no path walk from
         // the tier roots for the common case of one copy.
@@ -1313,7 +1354,7 @@ impl Fs {
             return Err(Errno(libc::EISDIR));
         }
         let ino = self.ino_at(&d, wt, name, &winner);
-        for (i, st) in copies.iter().rev() {
+        for (k, (i, st)) in copies.iter().enumerate().rev() {
             if *i == wt {
                 let dir = d
                     .fds
@@ -1322,7 +1363,13 @@ impl Fs {
                     .ok_or(Errno(libc::EIO))?;
                 self.checked(c, || rustix::fs::unlinkat(dir, os(name), AtFlags::empty()))?;
             } else {
-                self.remove_copy(*i, &rel, st)?;
+                self.remove_copy_at(&d, *i, name, st)?;
+                // Durable before the faster copy's removal on another
+                // filesystem: a power cut must not bring this older copy
+                // back once the faster one is gone.
+                if let Some((next, _)) = k.checked_sub(1).and_then(|n| copies.get(n)) {
+                    self.sync_if_crossing(&d, *i, *next)?;
+                }
             }
         }
         self.last_name_gone(ino, &winner);
@@ -1365,12 +1412,19 @@ impl Fs {
             return Err(Errno(libc::ENOTEMPTY));
         }
         let ino = self.union_ino(copies[0].0, &rel, &winner);
-        for (i, st) in copies.iter().rev() {
+        for (k, (i, st)) in copies.iter().enumerate().rev() {
             let (dir, n) = self.tier(*i)?.parent(&rel)?;
             if is_dir(st) {
                 self.checked(c, || rustix::fs::unlinkat(&dir, os(n), AtFlags::REMOVEDIR))?;
             } else {
                 self.remove_copy(*i, &rel, st)?;
+            }
+            // As in unlink: durable before a faster copy on another
+            // filesystem goes.
+            if let Some((next, _)) = k.checked_sub(1).and_then(|n| copies.get(n))
+                && self.tiers.get(*next).map(|t| t.dev) != self.tiers.get(*i).map(|t| t.dev)
+            {
+                transfer::sync_dirs(std::iter::once(&dir))?;
             }
         }
         self.nodes.drop_link(ino, parent, name);
@@ -1395,9 +1449,30 @@ impl Fs {
         if Self::reserved(newparent, newname) {
             return Err(Errno(libc::EPERM));
         }
+        let _g = self.locks.lock_two((parent, name), (newparent, newname));
+        // A change of several steps is planned before the locks its steps
+        // run under; if an ancestor directory moved meanwhile, plan again.
+        for _ in 0..8 {
+            match self.rename_once(c, parent, name, newparent, newname, flags) {
+                Err(intent::REPLAN) => continue,
+                r => return r,
+            }
+        }
+        Err(Errno(libc::EBUSY))
+    }
+
+    /// One attempt of [`Fs::rename`], under the names' locks.
+    fn rename_once(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
         let src = self.child(parent, name)?;
         let dst = self.child(newparent, newname)?;
-        let _g = self.locks.lock_two((parent, name), (newparent, newname));
         // Both directories through their cached tier handles: no path walks.
         let pd = self.dir_fds(parent)?;
         let nd = self.dir_fds(newparent)?;
@@ -1473,14 +1548,14 @@ impl Fs {
         if !is_dir(&sst) {
             // 1. Shadowed copies of a are invisible: drop them first.
             for (i, st) in &src_copies[1..] {
-                self.remove_copy(*i, &src, st)?;
+                self.remove_copy_at(&pd, *i, name, st)?;
             }
             // 2. The rename itself, on a's tier.
             let t = self.tier(ta)?;
             if let Some((_, st)) = dst_copies.iter().find(|(i, _)| *i == ta)
                 && is_dir(st)
             {
-                self.remove_copy(ta, &dst, st)?; // invisible junk under a file
+                self.remove_copy_at(&nd, ta, newname, st)?; // invisible junk under a file
             }
             let sd = pd
                 .fds
@@ -1518,17 +1593,28 @@ impl Fs {
             } else {
                 // One visible step: the rename, through the cached handles.
                 self.checked(c, || rustix::fs::renameat(sd, os(name), dd, os(newname)))?;
+                let stale: Vec<&(usize, Stat)> = stale.collect();
+                // Durable before a removal on another filesystem is, so
+                // that a power cut cannot keep the removal of b's old copy
+                // and lose the rename.
+                let ta_dev = t.dev;
+                if stale
+                    .iter()
+                    .any(|(i, _)| self.tiers.get(*i).is_some_and(|x| x.dev != ta_dev))
+                {
+                    transfer::sync_dirs(std::iter::once(dd))?;
+                }
                 for (i, st) in stale {
-                    self.remove_copy(*i, &dst, st)?;
+                    self.remove_copy_at(&nd, *i, newname, st)?;
                 }
                 renamed();
             }
         } else {
             // Junk no client sees: non-directory copies of a shadowed by the
             // directory, and of b (whose winner is an empty directory).
-            for (p, copies) in [(&src, &src_copies), (&dst, &dst_copies)] {
+            for (d, n, copies) in [(&pd, name, &src_copies), (&nd, newname, &dst_copies)] {
                 for (i, st) in copies.iter().filter(|(_, s)| !is_dir(s)) {
-                    self.remove_copy(*i, p, st)?;
+                    self.remove_copy_at(d, *i, n, st)?;
                 }
             }
             // a moves on every tier that has it, slowest first, then b's
@@ -1540,7 +1626,7 @@ impl Fs {
             let b_dir = |i: usize| dst_copies.iter().find(|(t, s)| *t == i && is_dir(s));
             let a_dirs: Vec<&(usize, Stat)> =
                 src_copies.iter().rev().filter(|(_, s)| is_dir(s)).collect();
-            let mut leftovers: Vec<Step> = dst_copies
+            let leftovers: Vec<Step> = dst_copies
                 .iter()
                 .rev()
                 .filter(|(i, s)| is_dir(s) && !a_dirs.iter().any(|(t, _)| t == i))
@@ -1548,6 +1634,7 @@ impl Fs {
                 .collect();
             let several = a_dirs.len() + leftovers.len() > 1;
             let mut steps: Vec<Step> = Vec::new();
+            let mut asides: Vec<Step> = Vec::new();
             for (i, st) in a_dirs {
                 let id = self.id_of(*i, &src, st);
                 match b_dir(*i) {
@@ -1557,7 +1644,7 @@ impl Fs {
                             a: id,
                             b: self.id_of(*i, &dst, bst),
                         });
-                        leftovers.push(Step::remove(*i, Side::A, bst, intent::Removal::Leftover));
+                        asides.push(Step::remove(*i, Side::A, bst, intent::Removal::Aside));
                     }
                     Some(_) => steps.push(Step::Move {
                         tier: *i,
@@ -1574,8 +1661,32 @@ impl Fs {
                     }
                 }
             }
+            steps.extend(asides);
             steps.extend(leftovers);
-            self.run_steps(c, &rename(steps), several, renamed)?;
+            if several {
+                self.run_steps(c, &rename(steps), true, renamed)?;
+            } else {
+                // One rename, held apart from the mover's switch (which
+                // puts files into a directory's copies by path): if a copy
+                // of a appeared on another tier since the plan (the mover
+                // makes parent chains), plan again.
+                let _switches = self.list_guard.read();
+                let now: Vec<usize> = self
+                    .find_all_at(&pd, name)?
+                    .iter()
+                    .filter(|(_, s)| is_dir(s))
+                    .map(|(i, _)| *i)
+                    .collect();
+                let planned: Vec<usize> = src_copies
+                    .iter()
+                    .filter(|(_, s)| is_dir(s))
+                    .map(|(i, _)| *i)
+                    .collect();
+                if now != planned {
+                    return Err(intent::REPLAN);
+                }
+                self.run_steps(c, &rename(steps), false, renamed)?;
+            }
         }
         Ok(())
     }

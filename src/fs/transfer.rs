@@ -344,7 +344,7 @@ impl Fs {
         stripes.dedup();
         let _switch: Vec<_> = stripes.iter().map(|&i| self.switch[i].write()).collect();
         // Renames that looked at these files before the locks look again
-        // (`Fs::no_switch`); dropped before the locks are.
+        // (`Fs::no_switch`); dropped with the locks.
         let _switching = Switching::begin(self);
         struct Go {
             p: PreparedMove,
@@ -357,10 +357,20 @@ impl Fs {
             /// The source as the check saw it: it must still be exactly
             /// this when its name is removed.
             checked_st: Stat,
+            /// Directories made on the destination for the copy.
+            made: Vec<(Vec<u8>, u64)>,
         }
         let mut go: Vec<Go> = Vec::new();
         for p in ready {
-            type Parts = (OwnedFd, Vec<u8>, OwnedFd, Vec<u8>, Arc<OwnedFd>, Stat);
+            type Parts = (
+                OwnedFd,
+                Vec<u8>,
+                OwnedFd,
+                Vec<u8>,
+                Arc<OwnedFd>,
+                Stat,
+                Vec<(Vec<u8>, u64)>,
+            );
             let check = (|| -> Result<std::result::Result<Parts, Skip>> {
                 if self.is_open(p.ino) {
                     return Ok(Err(Skip::Busy));
@@ -374,7 +384,7 @@ impl Fs {
                 if !same_version(&p.st, &now) {
                     return Ok(Err(Skip::Changed));
                 }
-                self.clone_parents(p.to, split_parent(&p.rel).0)?;
+                let made = self.clone_parents(p.to, split_parent(&p.rel).0)?;
                 let (ddir, dname) = self.tier(p.to)?.parent(&p.rel)?;
                 let (sdir, sname) = src_tier.parent(&p.rel)?;
                 let ids = self.ids_dir(p.from)?;
@@ -384,10 +394,10 @@ impl Fs {
                         _ => return Ok(Err(Skip::Changed)),
                     };
                 let (dname, sname) = (dname.to_vec(), sname.to_vec());
-                Ok(Ok((ddir, dname, sdir, sname, ids, checked_st)))
+                Ok(Ok((ddir, dname, sdir, sname, ids, checked_st, made)))
             })();
             match check {
-                Ok(Ok((ddir, dname, sdir, sname, ids, checked_st))) => go.push(Go {
+                Ok(Ok((ddir, dname, sdir, sname, ids, checked_st, made))) => go.push(Go {
                     p,
                     ddir,
                     dname,
@@ -396,6 +406,7 @@ impl Fs {
                     ids,
                     pinned: false,
                     checked_st,
+                    made,
                 }),
                 Ok(Err(why)) => {
                     abandon(&p);
@@ -448,14 +459,21 @@ impl Fs {
             for mut g in std::mem::take(&mut go) {
                 // The source name must still be the very file that was
                 // copied: a client may have renamed another file onto it,
-                // linked, truncated or changed it since the check.
-                let same = rustix::fs::statat(&g.sdir, os(&g.sname), AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|now| {
-                        now.st_ino == g.checked_st.st_ino
-                            && now.st_dev == g.checked_st.st_dev
-                            && now.st_nlink == g.checked_st.st_nlink
-                            && same_version(&g.checked_st, &now)
-                    });
+                // linked, truncated or changed it since the check. And its
+                // directory, and the copy's, must still be at the file's
+                // path: a rename of a parent directory meanwhile (which
+                // waits for this lock) would otherwise leave the copy under
+                // the old name.
+                let in_place = self.at_path(g.p.from, &g.p.rel, &g.sdir)
+                    && self.at_path(g.p.to, &g.p.rel, &g.ddir);
+                let same = in_place
+                    && rustix::fs::statat(&g.sdir, os(&g.sname), AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|now| {
+                            now.st_ino == g.checked_st.st_ino
+                                && now.st_dev == g.checked_st.st_dev
+                                && now.st_nlink == g.checked_st.st_nlink
+                                && same_version(&g.checked_st, &now)
+                        });
                 let outcome = if !same {
                     Err(Ok(Outcome::Skipped(Skip::Changed)))
                 } else {
@@ -507,6 +525,9 @@ impl Fs {
                         {
                             let _ = rustix::fs::unlinkat(&g.ddir, os(&g.dname), AtFlags::empty());
                         }
+                        if !in_place {
+                            self.unmake(g.p.to, &g.made);
+                        }
                         if g.pinned {
                             let _ = rustix::fs::unlinkat(
                                 &*g.ids,
@@ -523,6 +544,7 @@ impl Fs {
             go = removed;
         }
         // Opens of the moved files go on, to their new tier.
+        drop(_switching);
         drop(_switch);
         let mut cleanup = Cleanup::default();
         for g in go {
@@ -573,6 +595,42 @@ impl Cleanup {
                 Mode::empty(),
             ) {
                 let _ = rustix::fs::ftruncate(&f, 0);
+            }
+        }
+    }
+}
+
+impl Fs {
+    /// Whether the parent directory of `rel` on tier `tier` is still the
+    /// directory held as `dir`.
+    fn at_path(&self, tier: usize, rel: &[u8], dir: &OwnedFd) -> bool {
+        let now = self
+            .tier(tier)
+            .ok()
+            .and_then(|t| {
+                t.open(split_parent(rel).0, OFlags::PATH | OFlags::DIRECTORY)
+                    .ok()
+            })
+            .and_then(|fd| rustix::fs::fstat(&fd).ok());
+        match (now, rustix::fs::fstat(dir)) {
+            (Some(a), Ok(b)) => a.st_ino == b.st_ino && a.st_dev == b.st_dev,
+            _ => false,
+        }
+    }
+
+    /// Removes, innermost first, the directories `made` (path, inode) on
+    /// tier `tier` that are still those and still empty.
+    fn unmake(&self, tier: usize, made: &[(Vec<u8>, u64)]) {
+        let Ok(t) = self.tier(tier) else { return };
+        for (rel, ino) in made.iter().rev() {
+            let Ok((dir, name)) = t.parent(rel) else {
+                continue;
+            };
+            if rustix::fs::statat(&dir, os(name), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| st.st_ino == *ino)
+            {
+                let _ = rustix::fs::unlinkat(&dir, os(name), AtFlags::REMOVEDIR);
+                self.dirs_changed();
             }
         }
     }

@@ -29,35 +29,21 @@ struct XattrArgs {
 }
 
 /// Syscall numbers: new calls share one number on every architecture with
-/// the unified syscall table (not on alpha or mips, which fall back).
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "powerpc64",
-    target_arch = "s390x",
-    target_arch = "loongarch64"
-))]
+/// the unified syscall table (not on alpha or mips: there -1, and the
+/// `/proc` paths serve).
 mod nr {
-    pub const SETXATTRAT: libc::c_long = 463;
-    pub const GETXATTRAT: libc::c_long = 464;
-}
-
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "powerpc64",
-    target_arch = "s390x",
-    target_arch = "loongarch64"
-)))]
-mod nr {
-    pub const SETXATTRAT: libc::c_long = -1;
-    pub const GETXATTRAT: libc::c_long = -1;
+    const UNIFIED: bool = cfg!(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    ));
+    pub const SETXATTRAT: libc::c_long = if UNIFIED { 463 } else { -1 };
+    pub const GETXATTRAT: libc::c_long = if UNIFIED { 464 } else { -1 };
 }
 
 /// What an xattr call acts on: `name` in directory `dir` (never following

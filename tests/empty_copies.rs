@@ -10,25 +10,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use dfs::config::Config;
+use dfs::fs::Fs;
 use dfs::fs::nodes::ROOT;
-use dfs::fs::{Fs, Options};
 
 /// Longer than `fs::empty::STABLE`: a copy unchanged that long may be
 /// recorded as empty.
 const SETTLE: Duration = Duration::from_millis(1300);
 
 fn core(roots: &[PathBuf; 2]) -> Fs {
-    let cfg = Config::preset(&roots[0], &roots[1], None);
-    let tiers = dfs::tiers::TierSet::open(&cfg, None, false, true).expect("open tiers");
-    let policy = dfs::policy::from_config(&cfg).expect("policy");
-    Fs::new(
-        tiers,
-        policy,
-        Options {
-            kernel_permissions: true,
-        },
-    )
+    common::core(&[&roots[0], &roots[1]])
 }
 
 /// In-process: no kernel cache in between, so every lookup is dfs's own

@@ -2,34 +2,15 @@
 //! and its switch, driven through the core (no mount): the client's change
 //! wins, nothing is lost, and no copy is left behind.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
-use dfs::config::Config;
 use dfs::creds::Caller;
+use dfs::fs::Fs;
 use dfs::fs::nodes::ROOT;
 use dfs::fs::transfer::{Outcome, Skip};
-use dfs::fs::{Fs, Options};
-
-fn core(roots: &[&Path]) -> Fs {
-    let mut text = String::new();
-    for (i, r) in roots.iter().enumerate() {
-        text.push_str(&format!(
-            "[[tier]]\nname = \"t{i}\"\npath = {:?}\n",
-            r.display().to_string()
-        ));
-    }
-    let cfg = Config::parse(&text, None).expect("config");
-    let tiers = dfs::tiers::TierSet::open(&cfg, None, false, true).expect("open tiers");
-    let policy = dfs::policy::from_config(&cfg).expect("policy");
-    Fs::new(
-        tiers,
-        policy,
-        Options {
-            kernel_permissions: true,
-        },
-    )
-}
 
 fn tmp_entries(tier: &Path) -> usize {
     fs::read_dir(tier.join(".dfs/tmp"))
@@ -48,7 +29,7 @@ fn setup(on: usize, contents: &[u8]) -> (tempfile::TempDir, [std::path::PathBuf;
         fs::create_dir_all(t.join("d")).unwrap();
     }
     fs::write(roots[on].join("d/f"), contents).unwrap();
-    let core = core(&[&roots[0], &roots[1]]);
+    let core = common::core(&[&roots[0], &roots[1]]);
     let d = core.lookup(ROOT, b"d").unwrap().ino;
     core.lookup(d, b"f").unwrap();
     (tmp, roots, core, d)

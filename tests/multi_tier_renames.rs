@@ -11,13 +11,12 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use dfs::config::Config;
 use dfs::creds::Caller;
+use dfs::fs::Fs;
 use dfs::fs::intent::Fault;
 use dfs::fs::nodes::ROOT;
-use dfs::fs::{Fs, Options};
 
 const C: Caller = Caller::ROOT;
 
@@ -50,16 +49,7 @@ impl Tiers {
 
     /// A fresh core over the tiers, as a mount starts one.
     fn core(&self) -> Fs {
-        let cfg = Config::preset(&self.roots[0], &self.roots[1], None);
-        let tiers = dfs::tiers::TierSet::open(&cfg, None, false, true).expect("open tiers");
-        let policy = dfs::policy::from_config(&cfg).expect("policy");
-        Fs::new(
-            tiers,
-            policy,
-            Options {
-                kernel_permissions: true,
-            },
-        )
+        common::core(&[&self.roots[0], &self.roots[1]])
     }
 
     fn t(&self, i: usize, p: &str) -> PathBuf {
@@ -381,21 +371,6 @@ fn a_record_cut_short_is_dropped_and_touches_nothing() {
 
 // ---- real mounts ------------------------------------------------------------
 
-fn renameat2(a: &Path, b: &Path, flags: u32) -> std::io::Result<()> {
-    let (a, b) = (common::cstr(a), common::cstr(b));
-    // SAFETY: NUL-terminated paths that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            flags,
-        )
-    };
-    common::cvt(r).map(|_| ())
-}
-
 /// The daemon is killed (SIGKILL, by the hook) between the two steps of
 /// an exchange across tiers; the next mount shows both names as before.
 #[test]
@@ -407,7 +382,7 @@ fn mount_killed_in_an_exchange_across_tiers_shows_both_names_again() {
         })
         .env("DFS_FAULT_INTENT", "kill:1")
         .mount();
-    let r = renameat2(&m.m("a"), &m.m("b"), libc::RENAME_EXCHANGE);
+    let r = common::renameat2(&m.m("a"), &m.m("b"), libc::RENAME_EXCHANGE);
     assert!(r.is_err(), "the daemon should have died in the exchange");
     let (st, _) = m.signal_and_wait(0, std::time::Duration::from_secs(5));
     assert!(st.is_some(), "dfs still running after the kill hook");

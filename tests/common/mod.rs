@@ -1132,3 +1132,30 @@ pub fn mover_config(mover_body: &str) -> String {
         "[[tier]]\nname = \"pss\"\npath = \"{{tier0}}\"\n\n[[tier]]\nname = \"sss\"\npath = \"{{tier1}}\"\n\n[mover]\ninterval = \"off\"\n{mover_body}\n"
     )
 }
+
+// ---------------------------------------------------------------------------
+// the core without a mount
+// ---------------------------------------------------------------------------
+
+/// The filesystem core over the tier directories `roots` (fastest first,
+/// named t0, t1, ...; parent-dir policy), as a mount starts it but with no
+/// mount: for tests that drive it directly, with no kernel cache between.
+pub fn core(roots: &[&Path]) -> dfs::fs::Fs {
+    let mut text = String::new();
+    for (i, r) in roots.iter().enumerate() {
+        text.push_str(&format!(
+            "[[tier]]\nname = \"t{i}\"\npath = {:?}\n",
+            r.display().to_string()
+        ));
+    }
+    let cfg = dfs::config::Config::parse(&text, None).expect("config");
+    let tiers = dfs::tiers::TierSet::open(&cfg, None, false, true).expect("open tiers");
+    let policy = dfs::policy::from_config(&cfg).expect("policy");
+    dfs::fs::Fs::new(
+        tiers,
+        policy,
+        dfs::fs::Options {
+            kernel_permissions: true,
+        },
+    )
+}

@@ -530,6 +530,11 @@ fn apply(
         }
         p
     };
+    if names {
+        // Whether or not the kernel holds the directory: remembered
+        // listings are dropped for any change of names on a tier.
+        core.names_changed_behind();
+    }
     // The kernel holds nothing below a directory it does not hold.
     let p = parent?;
     if names {

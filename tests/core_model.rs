@@ -44,6 +44,13 @@
 //! (renaming a directory into its own subtree or onto one of its ancestors,
 //! a path onto itself) are not generated.
 //!
+//! Every case runs twice: as an unwatched mount, whose listings are read
+//! from the tiers each time, and as a watched one, whose listings come from
+//! the ones dfs remembers and updates with its own creates (see
+//! `dfs::fs::remembered`): a change through the core that fails to update
+//! or drop a remembered listing shows as a listing that differs from the
+//! model.
+//!
 //! `PROPTEST_CASES=n` changes the number of cases (64 by default). The named
 //! tests at the end replay, through the same checks, the minimal failing
 //! sequences found so far.
@@ -1214,6 +1221,15 @@ enum Post {
 
 fn run_case(ntiers: usize, seeds: &[Seed], ops: &[Op]) -> Result<(), TestCaseError> {
     let mut h = Harness::new(ntiers, seeds);
+    let r = run_ops(&mut h, ops);
+    r.map_err(|e| fail(format!("{e}\n--- trace ---\n{}", h.trace)))?;
+    // Again as a mount whose tiers are watched (nothing changes behind the
+    // core's back here): listings come from remembered ones where dfs kept
+    // them up to date, and every check must hold the same.
+    let mut h = Harness::new(ntiers, seeds);
+    h.fs.set_dir_cache_lifetime(None);
+    h.trace
+        .insert_str(0, "(tiers watched: remembered listings)\n");
     let r = run_ops(&mut h, ops);
     r.map_err(|e| fail(format!("{e}\n--- trace ---\n{}", h.trace)))
 }

@@ -45,7 +45,48 @@ fn warm(m: &Mount, dir: &str, names: &[&str]) {
     }
 }
 
+/// The names listed in `dir` through the mount, sorted.
+fn listed(m: &Mount, dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(m.m(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 fn direct_changes_show(m: &Mount, limit: Duration) {
+    // A directory made and filled through dfs, and listed: while watched,
+    // dfs keeps its listing up to date with its own creates instead of
+    // reading the tier. Its own changes show at once; changes made on the
+    // tier behind its back show too.
+    fs::create_dir(m.m("made")).unwrap();
+    for n in ["one", "two"] {
+        fs::write(m.m(&format!("made/{n}")), n).unwrap();
+    }
+    assert_eq!(listed(m, "made"), ["one", "two"]);
+    fs::write(m.m("made/three"), b"3").unwrap();
+    fs::create_dir(m.m("made/sub")).unwrap();
+    assert_eq!(listed(m, "made"), ["one", "sub", "three", "two"]);
+    fs::remove_file(m.m("made/one")).unwrap();
+    fs::rename(m.m("made/three"), m.m("made/3")).unwrap();
+    assert_eq!(listed(m, "made"), ["3", "sub", "two"]);
+    assert_eq!(listed(m, "made/sub"), Vec::<String>::new());
+    let t = if m.t(0, "made").is_dir() { 0 } else { 1 };
+    fs::write(m.t(t, "made/behind"), b"b").unwrap();
+    eventually(
+        limit,
+        "name created on the tier in a remembered listing",
+        || listed(m, "made") == ["3", "behind", "sub", "two"],
+    );
+    fs::remove_file(m.t(t, "made/two")).unwrap();
+    fs::write(m.t(t, "made/sub/deep"), b"d").unwrap();
+    eventually(
+        limit,
+        "name deleted on the tier from a remembered listing",
+        || listed(m, "made") == ["3", "behind", "sub"] && listed(m, "made/sub") == ["deep"],
+    );
+
     for (tier, dir) in [(0, "a"), (1, "b")] {
         fs::create_dir_all(m.t(tier, dir)).unwrap();
         fs::write(m.t(tier, &format!("{dir}/replace")), b"old").unwrap();

@@ -83,14 +83,59 @@ pub struct DirHandle {
     pub fds: Vec<Option<OwnedFd>>,
 }
 
+impl DirEntry {
+    /// The entry of `name`, whose bytes start at `name_at` in its
+    /// listing's name buffer (for listings kept up to date by creates).
+    pub fn new(
+        name: &[u8],
+        name_at: u32,
+        d_ino: u64,
+        ino: u64,
+        tier: usize,
+        kind: FileType,
+    ) -> Self {
+        DirEntry {
+            cookie: cookie_of(name),
+            d_ino,
+            ino,
+            name_at,
+            name_len: name.len() as u32,
+            tier,
+            kind,
+        }
+    }
+}
+
 impl DirHandle {
     /// The name of entry `e` (an entry of this listing).
     pub fn name(&self, e: &DirEntry) -> &[u8] {
         name_in(&self.names, e)
     }
+
+    /// A listing from remembered entries (in cookie order) and names,
+    /// with handles `fds` on the directory's copies.
+    pub fn from_parts(
+        ino: u64,
+        entries: Vec<DirEntry>,
+        names: Vec<u8>,
+        fds: Vec<Option<OwnedFd>>,
+    ) -> Self {
+        DirHandle {
+            ino,
+            entries,
+            names,
+            fds,
+        }
+    }
+
+    /// Its entries and their name bytes (to remember them).
+    pub fn parts(&self) -> (&[DirEntry], &[u8]) {
+        (&self.entries, &self.names)
+    }
 }
 
-fn name_in<'a>(names: &'a [u8], e: &DirEntry) -> &'a [u8] {
+/// The bytes of entry `e`'s name in name buffer `names`.
+pub(crate) fn name_in<'a>(names: &'a [u8], e: &DirEntry) -> &'a [u8] {
     let at = e.name_at as usize;
     &names[at..at + e.name_len as usize]
 }
@@ -155,29 +200,35 @@ pub fn list(copies: &[Option<OwnedFd>], ino: u64, is_root: bool) -> Result<DirHa
     if !found {
         return Err(Errno(libc::ENOENT));
     }
-    entries.sort_unstable_by(|a, b| {
-        a.cookie
-            .cmp(&b.cookie)
-            .then_with(|| name_in(&names, a).cmp(name_in(&names, b)))
-            .then(a.tier.cmp(&b.tier))
-    });
-    // A name on several tiers: the first tier's copy wins (it sorts first).
-    entries.dedup_by(|later, kept| {
-        later.cookie == kept.cookie && name_in(&names, later) == name_in(&names, kept)
-    });
-    // Two names with one hash (about 1 in 10^9 for 10^5 names) get
-    // consecutive cookies, so every entry's offset is its own.
-    for i in 1..entries.len() {
-        if entries[i].cookie <= entries[i - 1].cookie {
-            entries[i].cookie = entries[i - 1].cookie + 1;
-        }
-    }
+    order(&mut entries, &names);
     Ok(DirHandle {
         ino,
         entries,
         names,
         fds,
     })
+}
+
+/// Puts listing entries in cookie order: sorted by (cookie, name, tier),
+/// so that copies of one name end up side by side with the winning (first)
+/// tier's first; the shadowed ones are dropped, and two names with one
+/// hash (about 1 in 10^9 for 10^5 names) get consecutive cookies, so every
+/// entry's offset is its own.
+pub fn order(entries: &mut Vec<DirEntry>, names: &[u8]) {
+    entries.sort_unstable_by(|a, b| {
+        a.cookie
+            .cmp(&b.cookie)
+            .then_with(|| name_in(names, a).cmp(name_in(names, b)))
+            .then(a.tier.cmp(&b.tier))
+    });
+    entries.dedup_by(|later, kept| {
+        later.cookie == kept.cookie && name_in(names, later) == name_in(names, kept)
+    });
+    for i in 1..entries.len() {
+        if entries[i].cookie <= entries[i - 1].cookie {
+            entries[i].cookie = entries[i - 1].cookie + 1;
+        }
+    }
 }
 
 /// Whether the union directory `rel` has no names (rmdir, rename checks).

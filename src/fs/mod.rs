@@ -16,6 +16,7 @@ pub mod dir;
 pub mod empty;
 pub mod intent;
 pub mod nodes;
+pub mod remembered;
 pub mod transfer;
 
 use std::ffi::{CString, OsStr};
@@ -212,6 +213,8 @@ pub struct Fs {
     released: IdMap<FileVersion>,
     /// The latest listing of each directory listed without OPENDIR.
     listings: IdMap<Arc<DirHandle>>,
+    /// Listings kept up to date by dfs's own creates (see [`remembered`]).
+    remembered: remembered::Remembered,
     /// Directories listed without OPENDIR while the tiers are not watched:
     /// the kernel caches such listings until told otherwise, so they are
     /// invalidated shortly after (see `watch::fall_back`).
@@ -259,6 +262,16 @@ struct DirsChanged<'a>(&'a Fs);
 impl Drop for DirsChanged<'_> {
     fn drop(&mut self) {
         self.0.dirs_changed();
+    }
+}
+
+/// Drops a directory's remembered listing when dropped: at the end of an
+/// operation that removed or moved names in it, whichever way it ends.
+struct ForgetListing<'a>(&'a Fs, u64);
+
+impl Drop for ForgetListing<'_> {
+    fn drop(&mut self) {
+        self.0.remembered.forget(self.1);
     }
 }
 
@@ -510,6 +523,7 @@ impl Fs {
             state_dirs: parking_lot::Mutex::new(Vec::new()),
             released: IdMap::default(),
             listings: IdMap::default(),
+            remembered: remembered::Remembered::default(),
             listed_unwatched: Mutex::new(std::collections::HashSet::new()),
             modes: parking_lot::Mutex::new(Vec::new()),
             open_counts: IdMap::default(),
@@ -535,9 +549,24 @@ impl Fs {
             .store(ms.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// Something changed which directories exist on which tier.
+    /// Something changed which directories exist on which tier, or may
+    /// have (and so any name anywhere): cached handles and remembered
+    /// listings are stale.
     pub fn dirs_changed(&self) {
         self.dir_epoch.fetch_add(1, Ordering::AcqRel);
+        self.remembered.forget_all();
+    }
+
+    /// A directory was made through dfs: cached handles are stale (its
+    /// parent's remembered listing is updated by the create itself).
+    fn dir_made(&self) {
+        self.dir_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A name changed on a tier behind dfs's back (the watcher says so):
+    /// no remembered listing may be used until read again.
+    pub fn names_changed_behind(&self) {
+        self.remembered.forget_all();
     }
 
     /// Handles on every tier's copy of directory `ino`, cached while the
@@ -818,6 +847,7 @@ impl Fs {
         self.nodes.forget(ino, n);
         if !self.nodes.contains(ino) {
             self.dircache.remove(&ino);
+            self.remembered.dropped(ino);
         }
     }
 
@@ -1138,6 +1168,9 @@ impl Fs {
         }
         let rel = self.child(parent, name)?;
         let _guard = self.locks.lock(parent, name);
+        // Before the name is made: a change on the tiers reported from now
+        // on makes the new directory's remembered (empty) listing stale.
+        let ticket = self.remembered.ticket();
         let d = self.dir_fds(parent)?;
         if self.find_in(&d, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
@@ -1170,6 +1203,10 @@ impl Fs {
                     let st = rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW)?;
                     let a = self.attr_of(st);
                     self.nodes.remember(a.ino, kind_of(&st), tier, parent, name);
+                    self.remembered.added(parent, name, tier, a.ino, &st);
+                    if is_dir(&st) {
+                        self.remembered.made_empty(a.ino, ticket);
+                    }
                     return Ok((a, v));
                 }
             }
@@ -1182,7 +1219,7 @@ impl Fs {
             as_caller(c, || {
                 rustix::fs::mkdirat(dir, os(n), Mode::from_raw_mode(mode & 0o7777))
             })?;
-            self.dirs_changed();
+            self.dir_made();
             Ok(())
         })?;
         Ok(a)
@@ -1279,6 +1316,8 @@ impl Fs {
         let (sdir, sname) = t.parent(&src)?;
         let (ddir, dname) = t.parent(&rel)?;
         rustix::fs::linkat(&sdir, os(sname), &ddir, os(dname), AtFlags::empty())?;
+        // A second name changes how the first is listed (see `carries_ino`).
+        self.remembered.forget_all();
         let st = t.lstat(&rel)?;
         let a = self.attr_of(st);
         self.nodes
@@ -1354,6 +1393,9 @@ impl Fs {
             return Err(Errno(libc::EISDIR));
         }
         let ino = self.ino_at(&d, wt, name, &winner);
+        // The name goes from the parent's remembered listing, whatever
+        // the outcome.
+        let _forget = ForgetListing(self, parent);
         for (k, (i, st)) in copies.iter().enumerate().rev() {
             if *i == wt {
                 let dir = d
@@ -1371,6 +1413,11 @@ impl Fs {
                     self.sync_if_crossing(&d, *i, *next)?;
                 }
             }
+        }
+        if winner.st_nlink > 1 {
+            // Its other names are listed differently once it has one (see
+            // `carries_ino`).
+            self.remembered.forget_all();
         }
         self.last_name_gone(ino, &winner);
         self.nodes.drop_link(ino, parent, name);
@@ -1450,6 +1497,9 @@ impl Fs {
             return Err(Errno(libc::EPERM));
         }
         let _g = self.locks.lock_two((parent, name), (newparent, newname));
+        // Both directories' remembered listings go once the names moved
+        // (dropped after the tiers changed, whatever the outcome).
+        let _forget = (ForgetListing(self, parent), ForgetListing(self, newparent));
         // A change of several steps is planned before the locks its steps
         // run under; if an ancestor directory moved meanwhile, plan again.
         for _ in 0..8 {
@@ -1533,6 +1583,10 @@ impl Fs {
                     && !is_dir(dw)
                 {
                     self.last_name_gone(d, dw);
+                    if dw.st_nlink > 1 {
+                        // Its other names are listed differently now.
+                        self.remembered.forget_all();
+                    }
                 }
                 self.nodes.drop_link(d, newparent, newname);
             }
@@ -2113,13 +2167,28 @@ impl Fs {
                 return Err(if is_dir(&st) { e } else { Errno(libc::ENOTDIR) });
             }
         };
-        let mut h = {
+        // Remembered listings only while the kernel keeps listings on the
+        // watcher's word too (see `remembered`).
+        let remember = self.lists_without_open();
+        let (mut h, ticket) = {
             // A listing covers every name: no switch may run across it.
             let _scan = self.list_guard.read();
-            dir::list(&copies.fds, ino, ino == ROOT)?
+            if remember && let Some((entries, names)) = self.remembered.recall(ino) {
+                let fds = copies
+                    .fds
+                    .iter()
+                    .map(|f| f.as_ref().map(|f| f.try_clone()).transpose())
+                    .collect::<io::Result<Vec<_>>>()?;
+                return Ok(DirHandle::from_parts(ino, entries, names, fds));
+            }
+            let ticket = self.remembered.ticket();
+            (dir::list(&copies.fds, ino, ino == ROOT)?, ticket)
         };
         for i in 0..h.entries.len() {
             h.entries[i].ino = self.listed_ino(&h, &h.entries[i]);
+        }
+        if remember {
+            self.remembered.keep(ino, ticket, &h);
         }
         Ok(h)
     }

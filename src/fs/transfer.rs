@@ -542,6 +542,9 @@ impl Fs {
             }
             let _ = sync_dirs(undone.iter().map(|g| &g.ddir));
             go = removed;
+            // Before listings are let back in: the switched names now list
+            // from another tier.
+            self.remembered.forget_all();
         }
         // Opens of the moved files go on, to their new tier.
         drop(_switching);

@@ -34,12 +34,18 @@ use rustix::fs::{FileType, Stat};
 use super::dir::{self, DirEntry, DirHandle};
 use super::nodes::IdMap;
 
-/// At most this many names are remembered over all directories (about
-/// 60 bytes each); past it every memory is dropped and they start again.
-const MAX_NAMES: usize = 64 * 1024;
+/// At most this many names are remembered over all directories (60 to 120
+/// bytes each, with the vectors' spare room); past it every memory is
+/// dropped and they start again. Enough for the directories in active use
+/// on a file server, and at most about 2 MiB.
+const MAX_NAMES: usize = 16 * 1024;
+
+/// At most this many names of one directory (a larger one is read from
+/// the tiers each time it is listed).
+const MAX_DIR_NAMES: usize = MAX_NAMES / 2;
 
 /// At most this many directories are remembered.
-const MAX_DIRS: usize = 4096;
+const MAX_DIRS: usize = 1024;
 
 /// One directory's remembered listing.
 struct Memory {
@@ -93,7 +99,7 @@ impl Remembered {
     /// `t` was taken, unless a change through dfs was recorded since.
     pub fn keep(&self, dir: u64, t: Ticket, h: &DirHandle) {
         let (entries, names) = h.parts();
-        if entries.len() > MAX_NAMES / 4 {
+        if entries.len() > MAX_DIR_NAMES {
             return;
         }
         self.make_room(entries.len());
@@ -160,7 +166,7 @@ impl Remembered {
     /// Name `name` was created through dfs in directory `dir`, on tier
     /// `tier`, as node `ino` whose copy is `st`.
     pub fn added(&self, dir: u64, name: &[u8], tier: usize, ino: u64, st: &Stat) {
-        let grow = matches!(self.dirs.get(&dir), Some(ref m) if m.entries.len() < MAX_NAMES / 4);
+        let grow = matches!(self.dirs.get(&dir), Some(ref m) if m.entries.len() < MAX_DIR_NAMES);
         if grow {
             self.make_room(1);
         }
@@ -168,7 +174,7 @@ impl Remembered {
             Entry::Occupied(mut o) => {
                 self.seq.fetch_add(1, Ordering::AcqRel);
                 let m = o.get_mut();
-                if m.entries.len() >= MAX_NAMES / 4 {
+                if m.entries.len() >= MAX_DIR_NAMES {
                     let n = m.entries.len();
                     o.remove();
                     self.names.fetch_sub(n, Ordering::Relaxed);
@@ -327,6 +333,6 @@ mod tests {
         for i in 0..(MAX_NAMES as u64) {
             r.added(1, format!("n{i}").as_bytes(), 0, i, &stat_of(i));
         }
-        assert!(r.names.load(Ordering::Relaxed) <= MAX_NAMES / 4);
+        assert!(r.names.load(Ordering::Relaxed) <= MAX_DIR_NAMES);
     }
 }

@@ -1203,10 +1203,13 @@ impl Fs {
                     let st = rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW)?;
                     let a = self.attr_of(st);
                     self.nodes.remember(a.ino, kind_of(&st), tier, parent, name);
-                    self.remembered.added(parent, name, tier, a.ino, &st);
-                    if is_dir(&st) {
+                    // The new directory's listing first: kept only if no
+                    // change through dfs (a create in it by a client that
+                    // found it already) ran since `ticket`.
+                    if is_dir(&st) && self.lists_without_open() {
                         self.remembered.made_empty(a.ino, ticket);
                     }
+                    self.remembered.added(parent, name, tier, a.ino, &st);
                     return Ok((a, v));
                 }
             }

@@ -128,17 +128,29 @@ impl Remembered {
     }
 
     /// Remembers that directory `dir`, just made through dfs, is empty;
-    /// `t` was taken before it was made.
+    /// `t` was taken before it was made. Not if any change through dfs ran
+    /// since: a client may have found the new directory and created a name
+    /// in it before this call.
     pub fn made_empty(&self, dir: u64, t: Ticket) {
         self.make_room(0);
+        let entry = self.dirs.entry(dir);
+        if self.seq.load(Ordering::Acquire) != t.seq {
+            return;
+        }
         let m = Memory {
             epoch: t.epoch,
             entries: Vec::new(),
             names: Vec::new(),
             sorted: true,
         };
-        if let Some(old) = self.dirs.insert(dir, m) {
-            self.names.fetch_sub(old.entries.len(), Ordering::Relaxed);
+        match entry {
+            Entry::Occupied(mut o) => {
+                let old = o.insert(m);
+                self.names.fetch_sub(old.entries.len(), Ordering::Relaxed);
+            }
+            Entry::Vacant(v) => {
+                v.insert(m);
+            }
         }
     }
 
@@ -286,6 +298,15 @@ mod tests {
         assert_eq!(names(&r, 7), Some(vec![b"a".to_vec(), b"b".to_vec()]));
         let (entries, _) = r.recall(7).unwrap();
         assert!(entries.windows(2).all(|w| w[0].cookie < w[1].cookie));
+    }
+
+    #[test]
+    fn a_made_directory_with_a_create_before_it_was_remembered_is_not() {
+        let r = Remembered::default();
+        let t = r.ticket();
+        r.added(7, b"early", 0, 100, &stat_of(100));
+        r.made_empty(7, t);
+        assert_eq!(names(&r, 7), None);
     }
 
     #[test]

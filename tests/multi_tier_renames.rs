@@ -224,6 +224,35 @@ fn rename_onto_a_faster_copy_is_finished_at_the_next_start() {
     assert!(t.records().is_empty());
 }
 
+/// As above, where the stale copy is a file the mover took to the fast
+/// tier: finishing the rename removes its last name, and with it the
+/// placeholder that pinned its id on the slow tier.
+#[test]
+fn a_moved_file_removed_by_recovery_loses_its_pin() {
+    let t = Tiers::new(&[(1, "b", Some("old"))]);
+    {
+        let fs = t.core();
+        let moved = fs.move_file(b"b", 1, 0, &mut |_| {}).expect("move up");
+        assert!(
+            matches!(moved, dfs::fs::transfer::Outcome::Moved { .. }),
+            "{moved:?}"
+        );
+    }
+    let pins = || t.names(1, ".dfs/ids");
+    assert_eq!(pins().len(), 1, "the move pins b's id on the slow tier");
+    fs::write(t.t(1, "a"), "new").expect("seed a");
+    {
+        let fs = t.core();
+        fs.set_intent_fault(Some(Fault::Abandon(1)));
+        assert!(rename(&fs, "a", "b", 0).is_err());
+        assert_eq!(t.on(0, "b").as_deref(), Some("old"));
+    }
+    let fs = t.core();
+    assert_eq!(fs.recover_intents(), 1);
+    assert_eq!((read(&fs, "a"), read(&fs, "b")), (None, Some("new".into())));
+    assert_eq!(pins(), Vec::<String>::new(), "the pin outlived the file");
+}
+
 #[test]
 fn directory_rename_stopped_half_way_is_undone_at_the_next_start() {
     let seeds = [(0, "d/x", Some("x")), (1, "d/y", Some("y"))];

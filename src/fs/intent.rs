@@ -970,10 +970,25 @@ impl Fs {
             );
             return Ok(());
         }
+        // A moved file's last name: the placeholder pinning its id goes
+        // with it, as when a client removes it (nothing is open yet).
+        let pinned = if how == Removal::Stale && super::carries_ino(&st) && self.ino_xattr {
+            let (dir, name) = self.tier(tier)?.parent(it.path(at))?;
+            super::read_ino_xattr(&dir, name)
+                .filter(|&id| id != self.nodes.ino_for(st.st_dev, st.st_ino))
+        } else {
+            None
+        };
         match self.apply(None, it, s) {
             // Something appeared in an empty directory left over: it stays.
             Err(e) if how != Removal::Stale => {
                 leftover_stays(it, s, e);
+                Ok(())
+            }
+            Ok(()) => {
+                if let Some(id) = pinned {
+                    self.unpin(id);
+                }
                 Ok(())
             }
             r => r,

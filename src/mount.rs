@@ -164,6 +164,9 @@ pub fn run_with(
         settings.default_permissions,
     )
     .map_err(|e| Error::io(format!("cannot mount on {}", mp.display()), e))?;
+    core.set_kernel_notifier(Arc::new(crate::fuse::NotifierInvalidate(
+        session.notifier(),
+    )));
     if let Some(m) = &mover {
         m.set_invalidator(Arc::new(crate::fuse::NotifierInvalidate(
             session.notifier(),

@@ -211,8 +211,18 @@ pub struct Fs {
     /// through dfs (passthrough writes carry the client's pid) are told
     /// from writes by other programs by comparing against it.
     released: IdMap<FileVersion>,
-    /// The latest listing of each directory listed without OPENDIR.
-    listings: IdMap<Arc<DirHandle>>,
+    /// The latest listing of each directory listed without OPENDIR, by
+    /// when it was begun (see `listing`).
+    listings: IdMap<(u64, Arc<DirHandle>)>,
+    /// Numbers the listings begun without OPENDIR, in order.
+    listings_begun: AtomicU64,
+    /// When each directory was last listed from its start without OPENDIR.
+    listed_at: IdMap<std::time::Instant>,
+    /// Directories changed through dfs at most [`RACE_WINDOW`] after such
+    /// a listing began, and when (see `end_listing`).
+    changed_after_listing: IdMap<std::time::Instant>,
+    /// Tells the kernel to drop what it cached (set once mounted).
+    kernel: std::sync::OnceLock<Arc<dyn crate::watch::Invalidate>>,
     /// Listings kept up to date by dfs's own creates (see [`remembered`]).
     remembered: remembered::Remembered,
     /// Directories listed without OPENDIR while the tiers are not watched:
@@ -252,6 +262,11 @@ impl FileVersion {
     }
 }
 
+/// How long after a listing began a change to its directory may still
+/// leave the kernel a stale cached listing (see [`Fs::end_listing`]): the
+/// longest a reader may take over one listing and be covered.
+const RACE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// An open state directory: (tier, sub-directory of `.dfs`) and its handle.
 type StateDir = ((usize, &'static str), Arc<OwnedFd>);
 
@@ -272,6 +287,7 @@ struct ForgetListing<'a>(&'a Fs, u64);
 impl Drop for ForgetListing<'_> {
     fn drop(&mut self) {
         self.0.remembered.forget(self.1);
+        self.0.names_changed(self.1);
     }
 }
 
@@ -523,6 +539,10 @@ impl Fs {
             state_dirs: parking_lot::Mutex::new(Vec::new()),
             released: IdMap::default(),
             listings: IdMap::default(),
+            listings_begun: AtomicU64::new(0),
+            listed_at: IdMap::default(),
+            changed_after_listing: IdMap::default(),
+            kernel: std::sync::OnceLock::new(),
             remembered: remembered::Remembered::default(),
             listed_unwatched: Mutex::new(std::collections::HashSet::new()),
             modes: parking_lot::Mutex::new(Vec::new()),
@@ -532,6 +552,30 @@ impl Fs {
             intent_fault: parking_lot::Mutex::new(None),
             switch_started: AtomicU64::new(0),
             switch_ended: AtomicU64::new(0),
+        }
+    }
+
+    /// Lets the core tell the kernel to drop a cached listing (see
+    /// `end_listing`); set once the session is up.
+    pub fn set_kernel_notifier(&self, k: Arc<dyn crate::watch::Invalidate>) {
+        let _ = self.kernel.set(k);
+    }
+
+    /// A name in directory `dir` was created, removed or renamed through
+    /// dfs: noted if a listing of `dir` began shortly before (see
+    /// `end_listing`).
+    fn names_changed(&self, dir: u64) {
+        let recent = self
+            .listed_at
+            .get(&dir)
+            .is_some_and(|t| t.elapsed() < RACE_WINDOW);
+        if recent {
+            if self.changed_after_listing.len() >= 4096 {
+                self.changed_after_listing
+                    .retain(|_, t| t.elapsed() < RACE_WINDOW);
+            }
+            self.changed_after_listing
+                .insert(dir, std::time::Instant::now());
         }
     }
 
@@ -1210,6 +1254,7 @@ impl Fs {
                         self.remembered.made_empty(a.ino, ticket);
                     }
                     self.remembered.added(parent, name, tier, a.ino, &st);
+                    self.names_changed(parent);
                     return Ok((a, v));
                 }
             }
@@ -1321,6 +1366,7 @@ impl Fs {
         rustix::fs::linkat(&sdir, os(sname), &ddir, os(dname), AtFlags::empty())?;
         // A second name changes how the first is listed (see `carries_ino`).
         self.remembered.forget_all();
+        self.names_changed(newparent);
         let st = t.lstat(&rel)?;
         let a = self.attr_of(st);
         self.nodes
@@ -1453,6 +1499,7 @@ impl Fs {
         }
         let rel = self.child(parent, name)?;
         let _g = self.locks.lock(parent, name);
+        let _forget = ForgetListing(self, parent);
         let copies = self.find_all(&rel)?;
         let (_, winner) = copies.first().copied().ok_or(Errno(libc::ENOENT))?;
         if !is_dir(&winner) {
@@ -2136,21 +2183,38 @@ impl Fs {
         if offset != 0
             && let Some(h) = self.listings.get(&ino)
         {
-            return Ok(h.clone());
+            return Ok(h.1.clone());
         }
         if !self.watched() {
             // The kernel keeps this listing (no OPENDIR: it caches every
             // listing) and no watcher will say when it goes stale.
             self.listed_unwatched.lock().insert(ino);
         }
+        let begun = self.listings_begun.fetch_add(1, Ordering::SeqCst);
+        if self.listed_at.len() >= 4096 {
+            self.listed_at.retain(|_, t| t.elapsed() < RACE_WINDOW);
+        }
+        self.listed_at.insert(ino, std::time::Instant::now());
         let h = Arc::new(self.build_listing(c, ino)?);
         // A bound on memory and open handles; a listing dropped here is
         // rebuilt by its next request.
         if self.listings.len() >= 1024 {
             self.listings.clear();
         }
-        if let Some(old) = self.listings.insert(ino, h.clone()) {
-            self.deferred.drop_later(old);
+        // The later requests of every listing of `ino` are served from the
+        // latest one begun, never from one begun earlier that took longer
+        // to build: that one may hold a name removed (through dfs, or by
+        // a change the kernel already saw) before a listing it would then
+        // serve had begun.
+        match self.listings.entry(ino) {
+            dashmap::mapref::entry::Entry::Occupied(o) if o.get().0 > begun => {}
+            dashmap::mapref::entry::Entry::Occupied(mut o) => {
+                let (_, old) = o.insert((begun, h.clone()));
+                self.deferred.drop_later(old);
+            }
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert((begun, h.clone()));
+            }
         }
         Ok(h)
     }
@@ -2271,9 +2335,31 @@ impl Fs {
     }
 
     /// A listing without a handle reached its end: its snapshot is no
-    /// longer needed (a later request rebuilds one).
+    /// longer needed (a later request rebuilds one). Called before the
+    /// empty reply that ends it, with which the kernel marks the listing
+    /// it cached from this listing's replies complete.
+    ///
+    /// The kernel stamps a listing it caches with the directory's change
+    /// count when a listing from offset 0 starts with its cache empty. Two
+    /// such listings may both stamp: one that began before a change
+    /// through dfs (whose first reply holds the old names) and one that
+    /// began after it. The first one's replies then fill the cache under
+    /// the second one's stamp, and the completed cache would show the old
+    /// names until the directory next changed: a removed name back, a
+    /// new one missing. So when the directory changed through dfs shortly
+    /// after a listing of it began, dfs tells the kernel to drop the
+    /// listing it cached before ending one (a cache missing its pages is
+    /// read again from dfs).
     pub fn end_listing(&self, ino: u64) {
-        if let Some((_, h)) = self.listings.remove(&ino) {
+        if self
+            .changed_after_listing
+            .get(&ino)
+            .is_some_and(|t| t.elapsed() < RACE_WINDOW)
+            && let Some(k) = self.kernel.get()
+        {
+            k.inode(ino, true);
+        }
+        if let Some((_, (_, h))) = self.listings.remove(&ino) {
             self.deferred.drop_later(h);
         }
     }

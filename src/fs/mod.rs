@@ -1184,6 +1184,9 @@ impl Fs {
             if self.ino_xattr {
                 t.note_carries_ids();
                 write_ino_xattr(&pdir, name, union_ino);
+                // A listing read between the mkdir and now may have listed
+                // the new copy by its plain id.
+                self.remembered.forget_all();
             }
             let _ = rustix::fs::utimensat(&pdir, os(name), &ts, AtFlags::SYMLINK_NOFOLLOW);
             if let Ok(st) = rustix::fs::statat(&pdir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
@@ -1244,7 +1247,14 @@ impl Fs {
                 }
                 Err(e) => return Err(e),
                 Ok(v) => {
-                    let st = rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW)?;
+                    let st = match rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => st,
+                        Err(e) => {
+                            // The name is there but unrecorded.
+                            self.remembered.forget(parent);
+                            return Err(e.into());
+                        }
+                    };
                     let a = self.attr_of(st);
                     self.nodes.remember(a.ino, kind_of(&st), tier, parent, name);
                     // The new directory's listing first: kept only if no
@@ -1384,9 +1394,22 @@ impl Fs {
             dir::remove_tree(&dir, name)
         } else {
             match rustix::fs::unlinkat(&dir, os(name), AtFlags::empty()) {
-                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Ok(()) => {
+                    self.other_links_relisted(st);
+                    Ok(())
+                }
+                Err(rustix::io::Errno::NOENT) => Ok(()),
                 Err(e) => Err(e.into()),
             }
+        }
+    }
+
+    /// A copy that had other links lost one: the other names may list
+    /// under another id now (see `carries_ino`), so no remembered listing
+    /// holds.
+    fn other_links_relisted(&self, st: &Stat) {
+        if st.st_nlink > 1 {
+            self.remembered.forget_all();
         }
     }
 
@@ -1408,7 +1431,11 @@ impl Fs {
             dir::remove_tree(dir, name)
         } else {
             match rustix::fs::unlinkat(dir, os(name), AtFlags::empty()) {
-                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Ok(()) => {
+                    self.other_links_relisted(st);
+                    Ok(())
+                }
+                Err(rustix::io::Errno::NOENT) => Ok(()),
                 Err(e) => Err(e.into()),
             }
         }
@@ -2224,6 +2251,9 @@ impl Fs {
         if !self.opts.kernel_permissions {
             self.access(c, ino, libc::R_OK)?;
         }
+        // Before the handles are taken: a copy of the directory made since
+        // (which the handles may lack) keeps this listing from being kept.
+        let ticket = self.remembered.ticket();
         // The tiers' copies through the cached handles lookups use: no path
         // walk per listing.
         let copies = match self.dir_fds(ino) {
@@ -2237,7 +2267,7 @@ impl Fs {
         // Remembered listings only while the kernel keeps listings on the
         // watcher's word too (see `remembered`).
         let remember = self.lists_without_open();
-        let (mut h, ticket) = {
+        let mut h = {
             // A listing covers every name: no switch may run across it.
             let _scan = self.list_guard.read();
             if remember && let Some((entries, names)) = self.remembered.recall(ino) {
@@ -2248,8 +2278,7 @@ impl Fs {
                     .collect::<io::Result<Vec<_>>>()?;
                 return Ok(DirHandle::from_parts(ino, entries, names, fds));
             }
-            let ticket = self.remembered.ticket();
-            (dir::list(&copies.fds, ino, ino == ROOT)?, ticket)
+            dir::list(&copies.fds, ino, ino == ROOT)?
         };
         for i in 0..h.entries.len() {
             h.entries[i].ino = self.listed_ino(&h, &h.entries[i]);

@@ -22,11 +22,18 @@
 //! means no entry changed since the copy was seen empty. Only tiers on
 //! local filesystems whose times come from this machine's clock take part
 //! (`Tier::local_times`); elsewhere every lookup asks the tier by name.
+//!
+//! Where the tier's filesystem gives a change made after its times were
+//! read a time of its own (Linux 6.13's multigrain timestamps on ext4,
+//! xfs, btrfs and tmpfs: a change after a `stat` gets a fine-grained
+//! ctime), the `fstat` that reads the stamp is itself what makes the next
+//! change move it, and no wait is needed: a copy is recorded as soon as it
+//! is seen empty. [`fine_times`] finds out at mount, on the tier itself.
 
 use std::os::fd::OwnedFd;
 
 use parking_lot::RwLock;
-use rustix::fs::{Mode, OFlags, RawDir, Stat};
+use rustix::fs::{AtFlags, Mode, OFlags, RawDir, Stat};
 
 /// How long a directory must have gone unchanged before it may be recorded
 /// as empty: more than the coarsest timestamp granularity taken part.
@@ -85,6 +92,49 @@ pub struct EmptyCopy {
     /// The tier's device: a copy on another filesystem mounted inside the
     /// tier (whose times may not move with its entries) is never recorded.
     dev: u64,
+    /// How long a copy must have gone unchanged before it is recorded:
+    /// [`STABLE`], or nothing where times are fine-grained.
+    settle: i64,
+}
+
+/// Whether changes to directory `dir` (writable; a scratch directory is
+/// made and removed in it) made right after its times were read always
+/// move its ctime, as multigrain timestamps guarantee: three rounds of
+/// read, change, read, change, read within well under a clock tick, each
+/// change seen. A filesystem with coarse times (one per clock tick, or per
+/// second) shows the same ctime across at least one of those changes.
+pub fn fine_times(dir: &OwnedFd) -> bool {
+    let name = format!("times-probe-{}", std::process::id());
+    if rustix::fs::mkdirat(dir, name.as_str(), Mode::from_raw_mode(0o700)).is_err() {
+        return false;
+    }
+    let probe = rustix::fs::openat(
+        dir,
+        name.as_str(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    );
+    let fine = probe.is_ok_and(|p| {
+        let ctime = || rustix::fs::fstat(&p).map(|st| (st.st_ctime, st.st_ctime_nsec as i64));
+        let started = now_ns();
+        let mut moved = true;
+        for _ in 0..3 {
+            let Ok(a) = ctime() else { return false };
+            if rustix::fs::mkdirat(&p, "x", Mode::from_raw_mode(0o700)).is_err() {
+                return false;
+            }
+            let b = ctime();
+            let _ = rustix::fs::unlinkat(&p, "x", AtFlags::REMOVEDIR);
+            let c = ctime();
+            moved &= matches!((b, c), (Ok(b), Ok(c)) if a != b && b != c);
+        }
+        // Over a millisecond (a busy machine): the changes may each have
+        // fallen in a new tick, which proves nothing.
+        moved && now_ns().saturating_sub(started) < 1_000_000
+    });
+    let _ = rustix::fs::unlinkat(dir, format!("{name}/x").as_str(), AtFlags::REMOVEDIR);
+    let _ = rustix::fs::unlinkat(dir, name.as_str(), AtFlags::REMOVEDIR);
+    fine
 }
 
 /// The coarse real-time clock in nanoseconds: the clock the kernel stamps
@@ -98,11 +148,13 @@ fn now_ns() -> i64 {
 
 impl EmptyCopy {
     /// Tracking for a copy on a tier that takes part (see the module doc)
-    /// whose root is on device `dev`.
-    pub fn new(enabled: bool, dev: u64) -> EmptyCopy {
+    /// whose root is on device `dev`; `fine`: the tier's times are fine
+    /// grained (see [`fine_times`]).
+    pub fn new(enabled: bool, dev: u64, fine: bool) -> EmptyCopy {
         EmptyCopy {
             state: enabled.then(|| RwLock::new(State::Unknown { retry: 0 })),
             dev,
+            settle: if fine { 0 } else { STABLE },
         }
     }
 
@@ -136,15 +188,15 @@ impl EmptyCopy {
             State::Unknown { .. } => None,
             State::Full { stamp, .. } => Some(stamp),
         };
-        let next = look(fd, now, seen, self.dev);
+        let next = look(fd, now, seen, self.dev, self.settle);
         *state.write() = next;
     }
 }
 
 /// Looks at the copy behind `fd` at clock time `now` (read before anything
 /// else); `seen`: the stamp it held names in, if any; `dev`: the tier's
-/// device.
-fn look(fd: &OwnedFd, now: i64, seen: Option<Stamp>, dev: u64) -> State {
+/// device; `settle`: see [`EmptyCopy`].
+fn look(fd: &OwnedFd, now: i64, seen: Option<Stamp>, dev: u64, settle: i64) -> State {
     let before = match rustix::fs::fstat(fd) {
         Ok(st) if st.st_dev != dev => return State::Unknown { retry: i64::MAX },
         Ok(st) => Stamp::of(&st),
@@ -160,7 +212,7 @@ fn look(fd: &OwnedFd, now: i64, seen: Option<Stamp>, dev: u64) -> State {
             recheck: now.saturating_add(RECHECK),
         };
     }
-    let stable_at = before.changed_ns().saturating_add(STABLE);
+    let stable_at = before.changed_ns().saturating_add(settle);
     if now < stable_at {
         return State::Unknown { retry: stable_at };
     }
@@ -223,7 +275,7 @@ mod tests {
     fn an_empty_copy_is_known_once_stable_and_forgotten_when_it_changes() {
         let d = tempfile::tempdir().expect("tempdir");
         let fd = open_path(d.path());
-        let e = EmptyCopy::new(true, dev(&fd));
+        let e = EmptyCopy::new(true, dev(&fd), false);
         // Just made: not stable yet, so not recorded.
         e.missed(&fd);
         assert!(!e.known_empty(&fd));
@@ -242,7 +294,7 @@ mod tests {
         std::fs::write(d.path().join("f"), b"x").expect("write");
         let fd = open_path(d.path());
         wait_stable();
-        let e = EmptyCopy::new(true, dev(&fd));
+        let e = EmptyCopy::new(true, dev(&fd), false);
         e.missed(&fd);
         assert!(!e.known_empty(&fd));
         // Emptied: learnt again only after the recheck delay (a state
@@ -257,7 +309,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let fd = open_path(d.path());
         wait_stable();
-        let e = EmptyCopy::new(false, dev(&fd));
+        let e = EmptyCopy::new(false, dev(&fd), false);
         e.missed(&fd);
         assert!(!e.known_empty(&fd));
     }
@@ -267,9 +319,47 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let fd = open_path(d.path());
         wait_stable();
-        let e = EmptyCopy::new(true, dev(&fd).wrapping_add(1));
+        let e = EmptyCopy::new(true, dev(&fd).wrapping_add(1), false);
         e.missed(&fd);
         assert!(!e.known_empty(&fd));
+    }
+
+    #[test]
+    fn with_fine_times_an_empty_copy_is_known_at_once_and_still_exactly() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let rw = rustix::fs::open(d.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .expect("open");
+        let fine = fine_times(&rw);
+        assert_eq!(
+            std::fs::read_dir(d.path()).expect("list").count(),
+            0,
+            "the probe leaves nothing behind"
+        );
+        if !fine {
+            return; // coarse times here: `STABLE` applies (tests above)
+        }
+        let sub = d.path().join("copy");
+        std::fs::create_dir(&sub).expect("mkdir");
+        let fd = open_path(&sub);
+        let e = EmptyCopy::new(true, dev(&fd), true);
+        // Recorded without waiting out `STABLE` (a clock tick at most: the
+        // coarse clock may lag the fine ctime the copy was made with).
+        let record = || {
+            let start = std::time::Instant::now();
+            while !e.known_empty(&fd) {
+                assert!(start.elapsed().as_millis() < 100, "not recorded at once");
+                e.missed(&fd);
+            }
+        };
+        record();
+        // Changed right after: seen at once, every time.
+        for i in 0..20 {
+            let n = sub.join(format!("n{i}"));
+            std::fs::write(&n, b"").expect("write");
+            assert!(!e.known_empty(&fd), "a name made just after was missed");
+            std::fs::remove_file(&n).expect("rm");
+            record();
+        }
     }
 
     #[test]

@@ -239,6 +239,8 @@ pub struct Fs {
     unpin_on_close: IdMap<()>,
     /// Of those, the ones open for writing.
     writer_counts: IdMap<u32>,
+    /// Per tier: whether its times are fine grained (see [`empty`]).
+    fine_times: Vec<bool>,
     /// Test hook for changes of several steps (see [`intent::Fault`]).
     intent_fault: parking_lot::Mutex<Option<intent::Fault>>,
     /// Mover switches begun and ended (see `no_switch`).
@@ -266,6 +268,35 @@ impl FileVersion {
 /// leave the kernel a stale cached listing (see [`Fs::end_listing`]): the
 /// longest a reader may take over one listing and be covered.
 const RACE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether tier `t`'s times are fine grained ([`empty::fine_times`]),
+/// found in its `.dfs/tmp` (whatever a crash leaves there goes at the next
+/// mount). No for a tier that does not take part in empty-copy tracking,
+/// or where the scratch directory cannot be made (a read-only tier).
+fn probe_fine_times(t: &Tier) -> bool {
+    if !t.local_times {
+        return false;
+    }
+    let tmp = format!("{STATE_DIR}/{}", transfer::TMP_DIR);
+    for r in [STATE_DIR, tmp.as_str()] {
+        let Ok((dir, name)) = t.parent(r.as_bytes()) else {
+            return false;
+        };
+        match rustix::fs::mkdirat(&dir, os(name), Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(_) => return false,
+        }
+    }
+    let fine = t
+        .open(tmp.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY)
+        .is_ok_and(|d| empty::fine_times(&d));
+    log::debug!(
+        "tier `{}`: {} times",
+        t.name,
+        if fine { "fine-grained" } else { "coarse" }
+    );
+    fine
+}
 
 /// An open state directory: (tier, sub-directory of `.dfs`) and its handle.
 type StateDir = ((usize, &'static str), Arc<OwnedFd>);
@@ -518,7 +549,9 @@ impl Fs {
     /// A filesystem over `tiers`, placing new names with `policy`.
     pub fn new(tiers: TierSet, policy: Arc<dyn Policy>, opts: Options) -> Self {
         let devs: Vec<u64> = tiers.iter().map(|t| t.dev).collect();
+        let fine_times = tiers.iter().map(probe_fine_times).collect();
         Fs {
+            fine_times,
             nodes: Nodes::new(&devs),
             tiers,
             policy,
@@ -649,7 +682,10 @@ impl Fs {
             .tiers
             .iter()
             .zip(&fds)
-            .map(|(t, fd)| empty::EmptyCopy::new(fd.is_some() && t.local_times, t.dev))
+            .map(|(t, fd)| {
+                let fine = self.fine_times.get(t.index).copied().unwrap_or(false);
+                empty::EmptyCopy::new(fd.is_some() && t.local_times, t.dev, fine)
+            })
             .collect();
         let d = Arc::new(DirFds {
             epoch,

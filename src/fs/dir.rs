@@ -79,8 +79,9 @@ pub struct DirHandle {
     pub entries: Vec<DirEntry>,
     /// Every entry's name bytes, back to back.
     names: Vec<u8>,
-    /// Open handles on the directory's copies, by tier.
-    pub fds: Vec<Option<OwnedFd>>,
+    /// Open handles on the directory's copies, by tier (shared with the
+    /// directory's cached handles when the listing was remembered).
+    pub fds: std::sync::Arc<[Option<OwnedFd>]>,
 }
 
 impl DirEntry {
@@ -118,7 +119,7 @@ impl DirHandle {
         ino: u64,
         entries: Vec<DirEntry>,
         names: Vec<u8>,
-        fds: Vec<Option<OwnedFd>>,
+        fds: std::sync::Arc<[Option<OwnedFd>]>,
     ) -> Self {
         DirHandle {
             ino,
@@ -205,7 +206,7 @@ pub fn list(copies: &[Option<OwnedFd>], ino: u64, is_root: bool) -> Result<DirHa
         ino,
         entries,
         names,
-        fds,
+        fds: fds.into(),
     })
 }
 

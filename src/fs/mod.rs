@@ -327,7 +327,7 @@ impl Drop for ForgetListing<'_> {
 struct DirFds {
     epoch: u64,
     made: std::time::Instant,
-    fds: Vec<Option<OwnedFd>>,
+    fds: Arc<[Option<OwnedFd>]>,
     /// Whether each copy is known empty (see [`empty`]).
     empty: Vec<empty::EmptyCopy>,
 }
@@ -602,13 +602,15 @@ impl Fs {
             .listed_at
             .get(&dir)
             .is_some_and(|t| t.elapsed() < RACE_WINDOW);
-        if recent {
-            if self.changed_after_listing.len() >= 4096 {
-                self.changed_after_listing
-                    .retain(|_, t| t.elapsed() < RACE_WINDOW);
-            }
+        if recent
+            && self
+                .changed_after_listing
+                .insert(dir, std::time::Instant::now())
+                .is_none()
+            && self.changed_after_listing.len() > 4096
+        {
             self.changed_after_listing
-                .insert(dir, std::time::Instant::now());
+                .retain(|_, t| t.elapsed() < RACE_WINDOW);
         }
     }
 
@@ -690,7 +692,7 @@ impl Fs {
         let d = Arc::new(DirFds {
             epoch,
             made: std::time::Instant::now(),
-            fds,
+            fds: fds.into(),
             empty,
         });
         if self.nodes.contains(ino) {
@@ -2254,10 +2256,16 @@ impl Fs {
             self.listed_unwatched.lock().insert(ino);
         }
         let begun = self.listings_begun.fetch_add(1, Ordering::SeqCst);
-        if self.listed_at.len() >= 4096 {
+        // Pruned only when a directory is new to it (`len` visits every
+        // shard).
+        if self
+            .listed_at
+            .insert(ino, std::time::Instant::now())
+            .is_none()
+            && self.listed_at.len() > 4096
+        {
             self.listed_at.retain(|_, t| t.elapsed() < RACE_WINDOW);
         }
-        self.listed_at.insert(ino, std::time::Instant::now());
         let h = Arc::new(self.build_listing(c, ino)?);
         // A bound on memory and open handles; a listing dropped here is
         // rebuilt by its next request.
@@ -2307,11 +2315,8 @@ impl Fs {
             // A listing covers every name: no switch may run across it.
             let _scan = self.list_guard.read();
             if remember && let Some((entries, names)) = self.remembered.recall(ino) {
-                let fds = copies
-                    .fds
-                    .iter()
-                    .map(|f| f.as_ref().map(|f| f.try_clone()).transpose())
-                    .collect::<io::Result<Vec<_>>>()?;
+                // The cached handles themselves: no dup per listing.
+                let fds = copies.fds.clone();
                 return Ok(DirHandle::from_parts(ino, entries, names, fds));
             }
             dir::list(&copies.fds, ino, ino == ROOT)?

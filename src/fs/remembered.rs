@@ -102,6 +102,21 @@ impl Remembered {
         if entries.len() > MAX_DIR_NAMES {
             return;
         }
+        self.store(dir, t, entries.to_vec(), names.to_vec());
+    }
+
+    /// Remembers that directory `dir`, just made through dfs, is empty;
+    /// `t` was taken before it was made. Not if any change through dfs ran
+    /// since: a client may have found the new directory and created a name
+    /// in it before this call.
+    pub fn made_empty(&self, dir: u64, t: Ticket) {
+        self.store(dir, t, Vec::new(), Vec::new());
+    }
+
+    /// Stores `entries` (in cookie order) and `names` as `dir`'s memory,
+    /// read or made after `t` was taken, unless a change through dfs was
+    /// recorded since.
+    fn store(&self, dir: u64, t: Ticket, entries: Vec<DirEntry>, names: Vec<u8>) {
         self.make_room(entries.len());
         let entry = self.dirs.entry(dir);
         // Under the entry's lock: an addition or drop for `dir` bumps `seq`
@@ -112,35 +127,8 @@ impl Remembered {
         self.names.fetch_add(entries.len(), Ordering::Relaxed);
         let m = Memory {
             epoch: t.epoch,
-            entries: entries.to_vec(),
-            names: names.to_vec(),
-            sorted: true,
-        };
-        match entry {
-            Entry::Occupied(mut o) => {
-                let old = o.insert(m);
-                self.names.fetch_sub(old.entries.len(), Ordering::Relaxed);
-            }
-            Entry::Vacant(v) => {
-                v.insert(m);
-            }
-        }
-    }
-
-    /// Remembers that directory `dir`, just made through dfs, is empty;
-    /// `t` was taken before it was made. Not if any change through dfs ran
-    /// since: a client may have found the new directory and created a name
-    /// in it before this call.
-    pub fn made_empty(&self, dir: u64, t: Ticket) {
-        self.make_room(0);
-        let entry = self.dirs.entry(dir);
-        if self.seq.load(Ordering::Acquire) != t.seq {
-            return;
-        }
-        let m = Memory {
-            epoch: t.epoch,
-            entries: Vec::new(),
-            names: Vec::new(),
+            entries,
+            names,
             sorted: true,
         };
         match entry {
@@ -177,22 +165,17 @@ impl Remembered {
 
     /// Name `name` was created through dfs in directory `dir`, on tier
     /// `tier`, as node `ino` whose copy is `st`.
+    /// Every create calls this: one map lookup and a few atomics.
     pub fn added(&self, dir: u64, name: &[u8], tier: usize, ino: u64, st: &Stat) {
-        let grow = matches!(self.dirs.get(&dir), Some(ref m) if m.entries.len() < MAX_DIR_NAMES);
-        if grow {
-            self.make_room(1);
+        if self.names.load(Ordering::Relaxed) >= MAX_NAMES {
+            self.clear();
         }
         match self.dirs.entry(dir) {
             Entry::Occupied(mut o) => {
                 self.seq.fetch_add(1, Ordering::AcqRel);
                 let m = o.get_mut();
-                if m.entries.len() >= MAX_DIR_NAMES {
-                    let n = m.entries.len();
-                    o.remove();
-                    self.names.fetch_sub(n, Ordering::Relaxed);
-                    return;
-                }
-                let Ok(name_at) = u32::try_from(m.names.len()) else {
+                let name_at = u32::try_from(m.names.len()).ok();
+                let Some(name_at) = name_at.filter(|_| m.entries.len() < MAX_DIR_NAMES) else {
                     let n = m.entries.len();
                     o.remove();
                     self.names.fetch_sub(n, Ordering::Relaxed);
@@ -247,12 +230,18 @@ impl Remembered {
         }
     }
 
-    /// Drops every memory if `more` names would pass the bound.
+    /// Drops every memory if `more` names, or one more directory, would
+    /// pass the bounds (before a memory is stored, not on every create).
     fn make_room(&self, more: usize) {
         if self.names.load(Ordering::Relaxed) + more > MAX_NAMES || self.dirs.len() >= MAX_DIRS {
-            self.dirs.clear();
-            self.names.store(0, Ordering::Relaxed);
+            self.clear();
         }
+    }
+
+    /// Drops every memory.
+    fn clear(&self) {
+        self.dirs.clear();
+        self.names.store(0, Ordering::Relaxed);
     }
 
     /// How many directories have a memory (for tests and `status`).
@@ -325,7 +314,7 @@ mod tests {
     #[test]
     fn a_listing_read_across_a_change_is_not_kept() {
         let r = Remembered::default();
-        let h = DirHandle::from_parts(3, Vec::new(), Vec::new(), Vec::new());
+        let h = DirHandle::from_parts(3, Vec::new(), Vec::new(), Vec::new().into());
         // A create in another directory while this one was read: not kept
         // (the bump is global; it costs a read, never a stale listing).
         let t = r.ticket();

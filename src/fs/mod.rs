@@ -764,9 +764,22 @@ impl Fs {
     /// A copy known empty right now is passed over (one `fstat`, see
     /// [`empty`]).
     fn find_in(&self, d: &DirFds, name: &[u8]) -> Result<Option<(usize, Stat, u64)>> {
+        self.find_in_except(d, name, None)
+    }
+
+    /// [`Fs::find_in`] without looking on tier `skip`.
+    fn find_in_except(
+        &self,
+        d: &DirFds,
+        name: &[u8],
+        skip: Option<usize>,
+    ) -> Result<Option<(usize, Stat, u64)>> {
         let _scan = self.scan_lock(name).read();
         for (i, fd) in d.fds.iter().enumerate() {
             let Some(fd) = fd else { continue };
+            if skip == Some(i) {
+                continue;
+            }
             let empty = &d.empty[i];
             if empty.known_empty(fd) {
                 continue;
@@ -1090,9 +1103,8 @@ impl Fs {
 
     // ---- placement -------------------------------------------------------
 
-    /// Chooses the tier for new name `rel` and makes sure its parent chain
-    /// exists there. The caller holds the name's lock and has checked that
-    /// the name exists on no tier.
+    /// Chooses the tier for new name `rel` (the caller makes its parent
+    /// chain there once it knows the name is free).
     fn place(
         &self,
         c: Caller,
@@ -1102,7 +1114,6 @@ impl Fs {
         full: &[usize],
         exists: &[bool],
     ) -> Result<usize> {
-        let (parent_rel, _) = split_parent(rel);
         let space_fns: Vec<Box<dyn Fn() -> Space + '_>> = self
             .tiers
             .iter()
@@ -1150,9 +1161,6 @@ impl Fs {
                 views.iter().map(|v| v.name).collect::<Vec<_>>().join(", ")
             );
             return Err(Errno(libc::EIO));
-        }
-        if !exists[chosen] {
-            self.clone_parents(chosen, parent_rel)?;
         }
         Ok(chosen)
     }
@@ -1246,7 +1254,7 @@ impl Fs {
         name: &[u8],
         kind: NodeKind,
         mode: u32,
-        make: impl Fn(&OwnedFd, &[u8]) -> Result<T>,
+        make: impl Fn(&OwnedFd, &[u8]) -> Result<(T, Option<Stat>)>,
     ) -> Result<(Attr, T)> {
         if Self::reserved(parent, name) {
             return Err(Errno(libc::EPERM));
@@ -1257,13 +1265,24 @@ impl Fs {
         // on makes the new directory's remembered (empty) listing stale.
         let ticket = self.remembered.ticket();
         let d = self.dir_fds(parent)?;
-        if self.find_in(&d, name)?.is_some() {
-            return Err(Errno(libc::EEXIST));
-        }
         let exists: Vec<bool> = d.fds.iter().map(Option::is_some).collect();
         let mut full: Vec<usize> = Vec::new();
+        let mut checked = false;
         loop {
             let tier = self.place(c, &rel, kind, mode, &full, &exists)?;
+            if !checked {
+                // The name must be free on every tier. On the chosen one
+                // (when the parent is there) the exclusive make below finds
+                // a copy itself: one lookup fewer per new name.
+                let skip = exists[tier].then_some(tier);
+                if self.find_in_except(&d, name, skip)?.is_some() {
+                    return Err(Errno(libc::EEXIST));
+                }
+                checked = true;
+            }
+            if !exists[tier] {
+                self.clone_parents(tier, split_parent(&rel).0)?;
+            }
             // The parent's handle on that tier: cached, or just created by
             // the placement (which cloned the parent chain).
             let opened;
@@ -1284,8 +1303,11 @@ impl Fs {
                     full.push(tier);
                 }
                 Err(e) => return Err(e),
-                Ok(v) => {
-                    let st = match rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok((v, made)) => {
+                    let st = match made.map_or_else(
+                        || rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW),
+                        Ok,
+                    ) {
                         Ok(st) => st,
                         Err(e) => {
                             // The name is there but unrecorded.
@@ -1316,7 +1338,7 @@ impl Fs {
                 rustix::fs::mkdirat(dir, os(n), Mode::from_raw_mode(mode & 0o7777))
             })?;
             self.dir_made();
-            Ok(())
+            Ok(((), None))
         })?;
         Ok(a)
     }
@@ -1334,7 +1356,7 @@ impl Fs {
                 // SAFETY: valid dir fd and C string; mode and dev are integers.
                 let r = unsafe { libc::mknodat(dir.as_raw_fd(), cname.as_ptr(), mode, rdev) };
                 if r == 0 {
-                    Ok(())
+                    Ok(((), None))
                 } else {
                     Err(Errno::from(io::Error::last_os_error()))
                 }
@@ -1347,7 +1369,7 @@ impl Fs {
     pub fn symlink(&self, c: Caller, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
         let (a, ()) = self.create_name(c, parent, name, NodeKind::Symlink, 0o777, |dir, n| {
             as_caller(c, || rustix::fs::symlinkat(os(target), dir, os(n)))?;
-            Ok(())
+            Ok(((), None))
         })?;
         Ok(a)
     }
@@ -1364,9 +1386,12 @@ impl Fs {
     ) -> Result<(Attr, u64)> {
         let made = self.create_name(c, parent, name, NodeKind::File, mode, |dir, n| {
             let oflags = open_flags(flags) | OFlags::CREATE | OFlags::EXCL;
-            Ok(as_caller(c, || {
+            let fd = as_caller(c, || {
                 rustix::fs::openat(dir, os(n), oflags, Mode::from_raw_mode(mode & 0o7777))
-            })?)
+            })?;
+            // The new file itself: no second lookup of its name.
+            let st = rustix::fs::fstat(&fd).ok();
+            Ok((fd, st))
         });
         match made {
             Ok((a, fd)) => {

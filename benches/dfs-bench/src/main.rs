@@ -50,8 +50,10 @@ struct Args {
     /// mover's mounts) afterwards.
     #[arg(long)]
     keep: bool,
-    /// Repetitions of every workload on each side (the table shows medians).
-    #[arg(long, default_value_t = 3)]
+    /// Repetitions of every workload on each side (the table shows medians;
+    /// the issue asks for at least 3, and on a shared host the median of 5
+    /// moves less from run to run).
+    #[arg(long, default_value_t = 5)]
     reps: usize,
     /// Shrink every workload about 10x (a smoke run).
     #[arg(long)]

@@ -790,7 +790,12 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
         }
     }
     if let Some(k) = &p.t.kernel {
-        print_kernel_floor(k, p.t.roundtrip_secs(), p.t.list_floor());
+        print_kernel_floor(
+            k,
+            p.t.roundtrip_secs(),
+            p.t.list_floor(),
+            &p.t.lookup_floors(),
+        );
     }
     print_passthrough_floor(&p.t);
     println!();
@@ -839,7 +844,12 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
 /// The kernel floor section: the floor probe's medians (see floor.rs), and
 /// which lines' floors they price; `dfs_rt` is the round-trip line's cost
 /// on dfs, for comparison with the probe's.
-fn print_kernel_floor(k: &table::KernelCosts, dfs_rt: Option<f64>, list: Option<table::ListFloor>) {
+fn print_kernel_floor(
+    k: &table::KernelCosts,
+    dfs_rt: Option<f64>,
+    list: Option<table::ListFloor>,
+    lookups: &[(&str, f64, f64, f64)],
+) {
     let us = |x: Option<f64>| x.map_or("-".into(), |x| table::fmt_num(x * 1e6));
     let used_by = |l: table::Lookup| {
         let lines: Vec<&str> = table::LOOKUP_LINES
@@ -890,6 +900,12 @@ fn print_kernel_floor(k: &table::KernelCosts, dfs_rt: Option<f64>, list: Option<
             table::fmt_num(f.native * 1e6),
             f.zero_work(),
             f.reading_the_tier()
+        );
+    }
+    for (name, native, zero, reading) in lookups {
+        println!(
+            "  {name}: native {} us per op; floor {zero:.3} with a zero-work daemon, {reading:.3} with one that stats its tier's copy once (the native stat's own work: native / (LOOKUP + native))",
+            table::fmt_num(native * 1e6),
         );
     }
 }

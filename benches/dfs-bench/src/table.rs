@@ -99,6 +99,16 @@ pub fn whole_op_floor(native_secs_per_op: f64, requests: f64, cost: f64) -> Opti
     Some((native_secs_per_op / (requests * cost)).min(1.0))
 }
 
+/// As `whole_op_floor`, for a daemon that also does the native operation
+/// itself, once (a stat of its tier's copy) before it answers.
+pub fn reading_floor(native_secs_per_op: f64, requests: f64, cost: f64) -> Option<f64> {
+    let ok = |x: f64| x.is_finite() && x > 0.0;
+    if !(ok(native_secs_per_op) && ok(requests) && ok(cost)) {
+        return None;
+    }
+    Some(native_secs_per_op / (requests * cost + native_secs_per_op))
+}
+
 /// The kind of LOOKUP a line's operation sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -455,6 +465,26 @@ impl Table {
         Some(ListFloor { native, kernel })
     }
 
+    /// For each LOOKUP line (see `LOOKUP_LINES`) measured in this run: its
+    /// name, native seconds per operation, and its floors with a zero-work
+    /// daemon and with one that does the native operation once on its tier
+    /// (a stat of the copy: the least a daemon that reads attributes from
+    /// the tier, rather than from a memory of it, must add to the kernel's
+    /// share), as `ListFloor` gives for the listing.
+    pub fn lookup_floors(&self) -> Vec<(&'static str, f64, f64, f64)> {
+        LOOKUP_LINES
+            .iter()
+            .filter_map(|&(name, _)| {
+                let row = self.rows.iter().find(|r| r.name == name)?;
+                let native = row.native_secs_per_op()?;
+                let cost = self.lookup_cost(name)?;
+                let n = self.sync_requests_per_op(name).unwrap_or(1.0);
+                let zero = whole_op_floor(native, n, cost)?;
+                Some((name, native, zero, reading_floor(native, n, cost)?))
+            })
+            .collect()
+    }
+
     /// The kernel's measured cost of the LOOKUP line `name` sends (see
     /// `LOOKUP_LINES`), in seconds; none for other lines or without the
     /// floor probe.
@@ -726,6 +756,9 @@ mod tests {
         assert_eq!(whole_op_floor(2e-6, 1.0, 8e-6), Some(0.25));
         assert_eq!(whole_op_floor(2e-6, 1.0, 1e-6), Some(1.0));
         assert_eq!(whole_op_floor(2e-6, 0.0, 8e-6), None);
+        // The daemon's own stat of its tier's copy adds the native time.
+        assert_eq!(reading_floor(2e-6, 1.0, 8e-6), Some(0.2));
+        assert_eq!(reading_floor(2e-6, 0.0, 8e-6), None);
         assert_eq!(floor(1e-6, 2.0, f64::INFINITY), None);
     }
 

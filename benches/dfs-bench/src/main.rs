@@ -748,7 +748,7 @@ fn report_preset(args: &Args, sizes: &Sizes, p: &PresetRun) -> usize {
                 String::new()
             } else {
                 format!(
-                    "; for {}: native time per op / (N x L), L = one stat through a zero-work FUSE daemon that answers that line's kind of LOOKUP (kernel floor below)",
+                    "; for {}: native time per op / (native time + N x L), L = one stat through a zero-work FUSE daemon that answers that line's kind of LOOKUP (kernel floor below, which also gives the floor without the native time: a daemon answering from memory)",
                     lookups.join(" and ")
                 )
             },

@@ -495,7 +495,7 @@ impl Table {
 
     /// A line's FUSE floor (see `floor`): N requests per operation at the
     /// cost of one empty round trip each, or for a LOOKUP line (see
-    /// `LOOKUP_LINES`) at the kernel's cost of that LOOKUP, with N = 1 if
+    /// `LOOKUP_LINES`; `reading_floor`) at the kernel's cost of that LOOKUP, with N = 1 if
     /// its requests were not counted (the line is one lookup per
     /// operation). A line the probe measured by passthrough takes that
     /// instead (see `passthrough_floor`): it sends no request, but the
@@ -516,8 +516,12 @@ impl Table {
         }
         let native = row.native_secs_per_op()?;
         if let Some(cost) = self.lookup_cost(&row.name) {
+            // As for every other line, the daemon does the native operation
+            // too: the issue has lookups answered from the tiers, never from
+            // a memory of them (the zero-work floor, `whole_op_floor`, is in
+            // the kernel floor section).
             let n = self.sync_requests_per_op(&row.name).unwrap_or(1.0);
-            return whole_op_floor(native, n, cost);
+            return reading_floor(native, n, cost);
         }
         floor(
             native,
@@ -849,10 +853,15 @@ mod tests {
             listing: Vec::new(),
         });
         // Medians: negative 12 us, positive 13 us, each a whole stat on the
-        // probe; tier2-stat was not counted, so one LOOKUP per operation.
+        // probe, plus the native stat the daemon does on its tier;
+        // tier2-stat was not counted, so one LOOKUP per operation.
         assert!(close(t.lookup_cost("neg-lookup"), 12e-6));
-        assert!(close(t.floor(&t.rows[1]), 4.0 / 12.0));
-        assert!(close(t.floor(&t.rows[2]), 2.0 / 13.0));
+        assert!(close(t.floor(&t.rows[1]), 4.0 / 16.0));
+        assert!(close(t.floor(&t.rows[2]), 2.0 / 15.0));
+        // The zero-work floors, without the native stat.
+        let zero: Vec<(&str, f64)> = t.lookup_floors().iter().map(|l| (l.0, l.2)).collect();
+        assert_eq!(zero.len(), 2);
+        assert!((zero[0].1 - 4.0 / 12.0).abs() < 1e-9 && (zero[1].1 - 2.0 / 13.0).abs() < 1e-9);
         // Other lines keep the round-trip line's cost.
         assert_eq!(t.lookup_cost("small/stat"), None);
         assert!(close(t.floor(&t.rows[3]), 10.0 / 20.0));

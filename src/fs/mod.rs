@@ -1504,16 +1504,11 @@ impl Fs {
         }
     }
 
-    /// fsyncs the copy on tier `i` of the directory whose tier handles are
-    /// `d` when tier `next` is on another filesystem (see `unlink`).
-    fn sync_if_crossing(&self, d: &DirFds, i: usize, next: usize) -> Result<()> {
-        if self.tiers.get(next).map(|t| t.dev) == self.tiers.get(i).map(|t| t.dev) {
-            return Ok(());
-        }
-        match d.fds.get(i).and_then(Option::as_ref) {
-            Some(dir) => transfer::sync_dirs(std::iter::once(dir)),
-            None => Ok(()),
-        }
+    /// Whether tiers `a` and `b` are on different filesystems: a change on
+    /// one must be durable before a change on the other that depends on it
+    /// (one filesystem keeps the order of its own changes).
+    fn crosses(&self, a: usize, b: usize) -> bool {
+        self.tiers.get(a).map(|t| t.dev) != self.tiers.get(b).map(|t| t.dev)
     }
 
     /// unlink: every copy goes, last tier first (rule 2).
@@ -1548,16 +1543,16 @@ impl Fs {
                 // Durable before the faster copy's removal on another
                 // filesystem: a power cut must not bring this older copy
                 // back once the faster one is gone.
-                if let Some((next, _)) = k.checked_sub(1).and_then(|n| copies.get(n)) {
-                    self.sync_if_crossing(&d, *i, *next)?;
+                if let Some((next, _)) = k.checked_sub(1).and_then(|n| copies.get(n))
+                    && self.crosses(*i, *next)
+                    && let Some(dir) = d.fds.get(*i).and_then(Option::as_ref)
+                {
+                    transfer::sync_dirs(std::iter::once(dir))?;
                 }
             }
         }
-        if winner.st_nlink > 1 {
-            // Its other names are listed differently once it has one (see
-            // `carries_ino`).
-            self.remembered.forget_all();
-        }
+        // Its other names are listed differently once it has one.
+        self.other_links_relisted(&winner);
         self.last_name_gone(ino, &winner);
         self.nodes.drop_link(ino, parent, name);
         Ok(())
@@ -1609,7 +1604,7 @@ impl Fs {
             // As in unlink: durable before a faster copy on another
             // filesystem goes.
             if let Some((next, _)) = k.checked_sub(1).and_then(|n| copies.get(n))
-                && self.tiers.get(*next).map(|t| t.dev) != self.tiers.get(*i).map(|t| t.dev)
+                && self.crosses(*i, *next)
             {
                 transfer::sync_dirs(std::iter::once(&dir))?;
             }
@@ -1723,10 +1718,7 @@ impl Fs {
                     && !is_dir(dw)
                 {
                     self.last_name_gone(d, dw);
-                    if dw.st_nlink > 1 {
-                        // Its other names are listed differently now.
-                        self.remembered.forget_all();
-                    }
+                    self.other_links_relisted(dw);
                 }
                 self.nodes.drop_link(d, newparent, newname);
             }
@@ -1791,11 +1783,7 @@ impl Fs {
                 // Durable before a removal on another filesystem is, so
                 // that a power cut cannot keep the removal of b's old copy
                 // and lose the rename.
-                let ta_dev = t.dev;
-                if stale
-                    .iter()
-                    .any(|(i, _)| self.tiers.get(*i).is_some_and(|x| x.dev != ta_dev))
-                {
+                if stale.iter().any(|(i, _)| self.crosses(*i, ta)) {
                     transfer::sync_dirs(std::iter::once(dd))?;
                 }
                 for (i, st) in stale {
